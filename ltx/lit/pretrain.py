@@ -1,0 +1,66 @@
+"""Stage 1: pretrain the explainer on a dataset (paper: 2,000 random images)."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from ltx.lit.schedule import warmup_linear_decay
+from ltx.losses import LTXLoss
+from ltx.masking import Masking
+from ltx.models.explained import ExplainedModel
+from ltx.models.explainer import Explainer
+
+
+class PretrainModule(L.LightningModule):
+    """Trains one explainer for one class mode with the LTX loss; f stays frozen.
+
+    Validation logs the loss and, when a POS metric is given, the paper's checkpoint criterion
+    (lowest POS AUC on the validation subset).
+    """
+
+    def __init__(self, explained: ExplainedModel, explainer: Explainer, masking: Masking, loss: LTXLoss, *,
+                 class_mode: str = "predicted", lr: float = 2e-3, weight_decay: float = 0.01,
+                 warmup_fraction: float = 0.2, val_pos=None) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["explained", "explainer", "masking", "loss", "val_pos"], logger=False)
+        self.explained = explained
+        self.explainer = explainer
+        self.masking = masking
+        self.loss = loss
+        self.class_mode = class_mode
+        self.val_pos = val_pos
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        images = batch["image"]
+        classes = self.explained.classes_to_explain(images, batch["label"], self.class_mode)
+        masks = self.explainer(images)
+        terms = self.loss(self.explained, self.masking, images, masks, classes)
+        for name, value in terms.items():
+            self.log(f"{stage}/{name}", value.mean(), prog_bar=name == "loss", batch_size=len(images))
+        self.log(f"{stage}/mask_area", masks.mask.mean(), batch_size=len(images))
+        if stage == "val" and self.val_pos is not None:
+            self.val_pos.update(images, masks.mask[:, 0].detach(), batch["label"])
+            self.log("val/pos", self.val_pos, batch_size=len(images))
+        return terms["loss"].mean()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self):
+        params = [p for p in [*self.explainer.parameters(), *self.masking.parameters()] if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        sched = warmup_linear_decay(opt, self.trainer.estimated_stepping_batches, self.hparams.warmup_fraction)
+        return [opt], [{"scheduler": sched, "interval": "step"}]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The frozen explained model is not part of what is learned: keep checkpoints small."""
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("explained.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"].update({f"explained.{k}": v for k, v in self.explained.state_dict().items()})

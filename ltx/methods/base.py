@@ -1,0 +1,94 @@
+"""One interface for every explanation method: `method(images, classes) -> maps`.
+
+Like Captum's `attribute(inputs, target)`: `images` are (B, 3, H, W) in [0, 1], `classes` a (B,)
+tensor of the class to explain per image, and the result a (B, H, W) saliency map at image size
+(any scale: the metrics only rank it). Methods are registered by name so the CLI and the configs
+can find them; a method that needs a model's internals declares the families it supports and
+refuses others with a clear error.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+from ltx.models.explained import ExplainedModel
+
+METHODS: dict[str, type[Method]] = {}
+
+M = TypeVar("M", bound="type[Method]")
+
+
+def register_method(name: str) -> Callable[[M], M]:
+    """Class decorator: make a method available by `name` (configs, CLI)."""
+
+    def wrap(cls: M) -> M:
+        if name in METHODS:
+            raise ValueError(f"method {name!r} is registered twice ({METHODS[name]} and {cls})")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+class MethodNotApplicable(ValueError):
+    """The method needs internals (attention, conv layers) this explained model does not have."""
+
+
+class Method(ABC):
+    """A saliency method bound to one explained model."""
+
+    name: ClassVar[str] = "method"
+    #: model families ('vit', 'cnn') the method supports; None = any model (black-box methods)
+    families: ClassVar[tuple[str, ...] | None] = None
+
+    def __init__(self, model: ExplainedModel) -> None:
+        self.check_applicable(model)
+        self.model = model
+
+    @classmethod
+    def applies_to(cls, model: ExplainedModel) -> bool:
+        return cls.families is None or model.family in cls.families
+
+    @classmethod
+    def check_applicable(cls, model: ExplainedModel) -> None:
+        if not cls.applies_to(model):
+            raise MethodNotApplicable(
+                f"method {cls.name!r} needs a {' or '.join(cls.families or ())} model, but "
+                f"{model.name!r} is a {model.family}: choose another method for it."
+            )
+
+    @abstractmethod
+    def explain(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Saliency maps (B, H, W) for `classes` on `images` (B, 3, H, W) in [0, 1]."""
+
+    def __call__(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        maps = self.explain(images, classes)
+        expected = (images.shape[0], *images.shape[-2:])
+        if tuple(maps.shape) != expected:
+            raise RuntimeError(f"{self.name} returned maps of shape {tuple(maps.shape)}, expected {expected}")
+        return maps
+
+
+def create_method(name: str, model: ExplainedModel, **kwargs) -> Method:
+    """Build a registered method by name; unknown names list the valid ones."""
+    if name not in METHODS:
+        close = difflib.get_close_matches(name, METHODS, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown method {name!r}.{hint} Valid methods: {', '.join(sorted(METHODS))}.")
+    return METHODS[name](model, **kwargs)
+
+
+def upsample_to_image(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, h, w) or (B, 1, h, w) maps → (B, H, W), bilinear: coarse maps (patches, CAMs) to image size."""
+    if maps.dim() == 3:
+        maps = maps[:, None]
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = nn.functional.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
+    return maps[:, 0]

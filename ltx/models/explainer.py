@@ -1,0 +1,135 @@
+"""Explainers e: networks that map an image to a mask m in [0, 1] at image size.
+
+ViT explainer (paper): the explained ViT's encoder, CLS/prefix tokens dropped, a per-patch head
+Linear(D, D) → Tanh → Linear(D, 1) → sigmoid, bilinear upsampling of the patch grid to the image.
+CNN explainer (paper): the explained CNN's trunk (BatchNorm in eval mode) → Conv1×1 → sigmoid →
+bilinear upsampling; a learned upsampling decoder is an option (the paper's open question 3).
+Backbones are read through timm's uniform `forward_features`, so any timm ViT or CNN works.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ltx.models.explained import ExplainedModel
+
+INITS = ("explained", "scratch")
+DECODERS = ("bilinear", "learned")
+
+
+class Masks(NamedTuple):
+    """`mask` (B, 1, H, W) at image size; `coarse` (B, 1, h, w) before upsampling (the paper's mask loss)."""
+
+    mask: torch.Tensor
+    coarse: torch.Tensor
+
+
+def _reinitialise(network: nn.Module) -> None:
+    """Fresh random weights for a copied network ('scratch' init), using the model's own initialiser."""
+    if hasattr(network, "init_weights"):
+        network.init_weights()
+        return
+    for module in network.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+
+class Explainer(nn.Module):
+    """Shared part: normalise like the explained model, run the backbone, upsample the coarse mask."""
+
+    def __init__(self, backbone: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
+
+    def coarse_logits(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> Masks:
+        features = self.backbone.forward_features((images - self.mean) / self.std)
+        coarse = torch.sigmoid(self.coarse_logits(features))
+        mask = F.interpolate(coarse, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return Masks(mask, coarse)
+
+
+class ViTExplainer(Explainer):
+    """Per-patch head on the ViT's output tokens."""
+
+    def __init__(self, backbone: nn.Module, mean: torch.Tensor, std: torch.Tensor, *,
+                 head_hidden: int | None = None, freeze_patch_embed: bool = True) -> None:
+        super().__init__(backbone, mean, std)
+        dim = backbone.num_features
+        hidden = head_hidden or dim
+        self.head = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        if freeze_patch_embed:
+            backbone.patch_embed.requires_grad_(False)
+        for block in backbone.blocks:
+            # Explicit attention instead of fused SDPA: per-instance finetuning vmaps the explainer,
+            # and SDPA has no batching rule (a slow per-sample fallback).
+            if hasattr(block.attn, "fused_attn"):
+                block.attn.fused_attn = False
+
+    def coarse_logits(self, features: torch.Tensor) -> torch.Tensor:
+        tokens = features[:, self.backbone.num_prefix_tokens:]
+        h, w = self.backbone.patch_embed.grid_size
+        return self.head(tokens).transpose(1, 2).reshape(tokens.shape[0], 1, h, w)
+
+
+class CNNExplainer(Explainer):
+    """Conv1×1 on the trunk's feature map, or a learned upsampling decoder."""
+
+    def __init__(self, backbone: nn.Module, mean: torch.Tensor, std: torch.Tensor, *,
+                 decoder: str = "bilinear", decoder_width: int = 64, freeze_norm: bool = True) -> None:
+        super().__init__(backbone, mean, std)
+        channels = backbone.num_features
+        if decoder == "bilinear":
+            self.decoder: nn.Module = nn.Conv2d(channels, 1, kernel_size=1)
+        else:
+            # Two ×2 upsampling stages: a coarse map with 4× the resolution of the trunk's output.
+            self.decoder = nn.Sequential(
+                nn.Conv2d(channels, decoder_width, 3, padding=1), nn.ReLU(),
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.Conv2d(decoder_width, decoder_width // 2, 3, padding=1), nn.ReLU(),
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.Conv2d(decoder_width // 2, 1, 1),
+            )
+        self.freeze_norm = freeze_norm
+
+    def train(self, mode: bool = True) -> CNNExplainer:
+        """Keep the trunk's BatchNorm statistics fixed (paper): one-image finetuning would wreck them."""
+        super().train(mode)
+        if self.freeze_norm:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def coarse_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.decoder(features)
+
+
+def build_explainer(explained: ExplainedModel, *, init: str = "explained", head_hidden: int | None = None,
+                    freeze_patch_embed: bool = True, decoder: str = "bilinear", decoder_width: int = 64,
+                    freeze_norm: bool = True) -> Explainer:
+    """The explainer for `explained`'s family, starting from its weights ('explained') or random ('scratch')."""
+    if init not in INITS:
+        raise ValueError(f"unknown explainer.init {init!r}: choose one of {INITS}")
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown explainer.decoder {decoder!r}: choose one of {DECODERS}")
+    backbone = copy.deepcopy(explained.model).requires_grad_(True)
+    if init == "scratch":
+        _reinitialise(backbone)
+    backbone.reset_classifier(0)
+    if explained.family == "vit":
+        explainer: Explainer = ViTExplainer(backbone, explained.mean, explained.std, head_hidden=head_hidden,
+                                            freeze_patch_embed=freeze_patch_embed)
+    else:
+        explainer = CNNExplainer(backbone, explained.mean, explained.std, decoder=decoder,
+                                 decoder_width=decoder_width, freeze_norm=freeze_norm)
+    return explainer.train()

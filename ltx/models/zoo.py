@@ -1,0 +1,117 @@
+"""Where explained models come from: timm by name, weights from the hub, a local file, or local training.
+
+Also registers the two small black boxes of the embedded default as timm models, so they are
+created like any other (`timm.create_model("ltx_shapes_vit")`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.resnet import BasicBlock, ResNet
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from ltx.models.explained import ExplainedModel
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SOURCES = ("hub", "train", "random")
+
+# Data configs of the embedded default's black boxes (read back by timm.data.resolve_model_data_config).
+default_cfgs = generate_default_cfgs({
+    name: dict(num_classes=8, input_size=(3, 64, 64), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+               interpolation="bilinear", crop_pct=1.0)
+    for name in ("ltx_shapes_vit", "ltx_shapes_resnet")
+})
+
+
+@register_model
+def ltx_shapes_vit(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """A 4-block ViT for 64 px images, patch 8 (an 8×8 token grid, like ViT-B's 14×14 at 224 px)."""
+    args = dict(img_size=64, patch_size=8, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0)
+    return build_model_with_cfg(VisionTransformer, "ltx_shapes_vit", pretrained, **{**args, **kwargs})
+
+
+@register_model
+def ltx_shapes_resnet(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """A narrow ResNet-10 for 64 px images with output stride 8 (an 8×8 map, like ResNet-101's 7×7 at 224)."""
+    args = dict(block=BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256), stem_width=32,
+                output_stride=8)
+    return build_model_with_cfg(ResNet, "ltx_shapes_resnet", pretrained, **{**args, **kwargs})
+
+
+def _check_model_name(name: str) -> None:
+    if name not in timm.list_models():
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
+        hint = f" Closest timm names: {', '.join(close)}." if close else ""
+        raise ValueError(f"unknown model {name!r} (backbone.name).{hint} `timm.list_models('*vit*')` lists them.")
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a safetensors or timm/torch `.pth` state dict without unpickling arbitrary objects."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint not found: looked for {path}. Set backbone.weights to a .safetensors or .pth file, "
+            f"or to one of {WEIGHT_SOURCES}."
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model", "state_dict_ema"):
+            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[:3]
+        raise ValueError(
+            f"checkpoint {path} does not match the architecture {type(model).__name__}: {' '.join(first)} "
+            "Check backbone.name and num_classes against the checkpoint."
+        ) from None
+
+
+def create_network(name: str, *, num_classes: int, weights: str = "random", **model_kwargs: Any) -> nn.Module:
+    """A timm network by name, with weights from the hub, a local file, or random."""
+    _check_model_name(name)
+    if weights == "hub":
+        try:
+            return timm.create_model(name, pretrained=True, num_classes=num_classes, **model_kwargs)
+        except Exception as err:  # timm raises many kinds (HTTP, offline, missing cfg)
+            raise RuntimeError(
+                f"could not load pretrained weights for {name!r} from the hub ({type(err).__name__}: {err}). "
+                "Offline? Download them elsewhere and set backbone.weights=/path/to/model.safetensors "
+                "(or a timm .pth file)."
+            ) from None
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes, **model_kwargs)
+    if weights not in ("random", "train"):
+        load_weights(model, weights)
+    return model
+
+
+def cache_key(spec: dict[str, Any], data: dict[str, Any]) -> str:
+    """A short stable hash of everything that determines a locally trained black box."""
+    blob = json.dumps({"backbone": spec, "data": data}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def wrap(network: nn.Module, *, name: str, image_size: int, mean: Any = None, std: Any = None) -> ExplainedModel:
+    """Freeze a network as an explained model; mean/std default to the model's timm data config."""
+    if mean is None or std is None:
+        data_cfg = timm.data.resolve_model_data_config(network)
+        mean = data_cfg["mean"] if mean is None else mean
+        std = data_cfg["std"] if std is None else std
+    return ExplainedModel(network, mean=list(mean), std=list(std), image_size=image_size, name=name)

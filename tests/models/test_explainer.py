@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from ltx.models.explainer import CNNExplainer, ViTExplainer, build_explainer
+from tests.helpers import tiny_explained
+
+
+def test_masks_are_image_sized_and_in_range(explained):
+    explainer = build_explainer(explained)
+    masks = explainer(torch.rand(2, 3, 64, 64))
+    assert masks.mask.shape == (2, 1, 64, 64) and masks.coarse.shape == (2, 1, 8, 8)
+    assert masks.mask.min() >= 0 and masks.mask.max() <= 1
+    expected = ViTExplainer if explained.family == "vit" else CNNExplainer
+    assert isinstance(explainer, expected)
+
+
+def test_explainer_starts_from_the_explained_weights_or_scratch(explained):
+    original = dict(explained.model.named_parameters())
+    copied = dict(build_explainer(explained).backbone.named_parameters())
+    fresh = dict(build_explainer(explained, init="scratch").backbone.named_parameters())
+    name = next(n for n in copied if n.endswith("weight") and copied[n].dim() > 1)
+    assert torch.equal(copied[name], original[name])
+    assert not torch.equal(fresh[name], original[name])
+    # the explainer is a copy: training it never touches f
+    assert copied[name].data_ptr() != original[name].data_ptr()
+    assert not any(p.requires_grad for p in explained.parameters())
+
+
+def test_vit_patch_embedding_frozen_and_cnn_batchnorm_in_eval():
+    vit = build_explainer(tiny_explained("ltx_shapes_vit"))
+    assert not any(p.requires_grad for p in vit.backbone.patch_embed.parameters())
+    assert all(p.requires_grad for p in vit.backbone.blocks.parameters())
+    cnn = build_explainer(tiny_explained("ltx_shapes_resnet")).train()
+    norms = [m for m in cnn.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+
+
+def test_learned_decoder_gives_a_finer_coarse_mask():
+    explainer = build_explainer(tiny_explained("ltx_shapes_resnet"), decoder="learned")
+    masks = explainer(torch.rand(1, 3, 64, 64))
+    assert masks.coarse.shape == (1, 1, 32, 32) and masks.mask.shape == (1, 1, 64, 64)
+
+
+def test_unknown_options_name_the_choices():
+    with pytest.raises(ValueError, match="explained.*scratch"):
+        build_explainer(tiny_explained("ltx_shapes_vit"), init="imagenet")
+    with pytest.raises(ValueError, match="bilinear.*learned"):
+        build_explainer(tiny_explained("ltx_shapes_resnet"), decoder="deconv")
