@@ -12,7 +12,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
 from torch.utils.data import Subset  # noqa: E402
 
 from ltx.models.explained import ExplainedModel  # noqa: E402
@@ -88,7 +87,7 @@ def write_report(run_dir: Path, rows: list[dict[str, Any]], info: dict[str, Any]
     atomic_write(run_dir / "results.md", lambda tmp: tmp.write_text(text))
     for backbone in explained:
         map_grid(run_dir / f"maps_{backbone}.png", store, backbone, instances, num_examples)
-    Console().print(text, markup=False)
+    print(text, flush=True)
 
 
 __all__ = ["markdown", "results_table", "write_report"]

@@ -37,7 +37,8 @@ def atomic_write(path: Path, write: Any) -> None:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    # clone: safetensors refuses tensors sharing memory (e.g. target-mode classes *are* the labels)
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 

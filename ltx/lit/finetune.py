@@ -77,6 +77,7 @@ class FinetuneModule(L.LightningModule):
         auc = per_image_auc(self.explained, images, masks.mask[:, 0].detach(), classes, kind=self.select_by)
         return auc if self.select_by == "pos" else -auc
 
+    @torch.enable_grad()  # also under `trainer.predict`, which runs without grad
     def finetune(self, images: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
         """Finetune B copies on B images; returns `maps` (B, H, W), the selected `step` and its `loss`."""
         batch = images.shape[0]
@@ -97,10 +98,9 @@ class FinetuneModule(L.LightningModule):
         best_loss = torch.zeros(batch, device=images.device)
         done = torch.zeros(batch, dtype=torch.bool, device=images.device)
         for step in range(self.steps + 1):
-            with torch.enable_grad():
-                out = batched(tuned, images)
-                masks = Masks(out.mask[:, 0], out.coarse[:, 0])
-                terms = self.loss(self.explained, self.masking, images, masks, classes)
+            out = batched(tuned, images)
+            masks = Masks(out.mask[:, 0], out.coarse[:, 0])
+            terms = self.loss(self.explained, self.masking, images, masks, classes)
             if self.select_by == "last":
                 better = torch.ones(batch, dtype=torch.bool, device=images.device)
             else:

@@ -63,3 +63,13 @@ def test_bad_settings_fail_early(kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         _module(tiny_explained("ltx_shapes_resnet"), **kwargs)
+
+
+def test_finetuning_works_where_grad_is_off():
+    """`trainer.predict` runs predict_step under no_grad: finetuning must still train."""
+    from tests.helpers import tiny_explained
+
+    module = _module(tiny_explained("ltx_shapes_resnet"), steps=2)
+    with torch.no_grad():
+        out = module.finetune(torch.rand(1, 3, 64, 64), torch.tensor([3]))
+    assert out["step"].item() == 2

@@ -1,0 +1,80 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ltx.models.zoo import cache_key, create_network, load_weights, wrap
+
+
+def test_shapes_models_are_timm_models_with_their_data_config():
+    import timm
+
+    for name, family in [("ltx_shapes_vit", "vit"), ("ltx_shapes_resnet", "cnn")]:
+        network = timm.create_model(name, num_classes=8)
+        explained = wrap(network, name=name, image_size=64)
+        assert explained.family == family and explained.num_classes == 8
+        assert explained.mean.flatten().tolist() == [0.5, 0.5, 0.5]
+        assert explained(torch.rand(2, 3, 64, 64)).shape == (2, 8)
+
+
+def test_explained_model_is_frozen_and_stays_in_eval_mode():
+    explained = wrap(create_network("ltx_shapes_resnet", num_classes=8), name="r", image_size=64)
+    explained.train()
+    assert not explained.model.training
+    assert not any(p.requires_grad for p in explained.parameters())
+    images = torch.rand(1, 3, 64, 64, requires_grad=True)
+    explained(images).sum().backward()
+    assert images.grad is not None  # only input gradients are used
+
+
+def test_wrong_image_size_is_a_clear_error():
+    explained = wrap(create_network("ltx_shapes_vit", num_classes=8), name="vit", image_size=64)
+    with pytest.raises(ValueError, match="expects 64x64 images, got \\(32, 32\\)"):
+        explained(torch.rand(1, 3, 32, 32))
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(ValueError, match="vit_base_patch16_224"):
+        create_network("vit_bse_patch16_224", num_classes=10)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_local_checkpoints_load(tmp_path, suffix):
+    source = create_network("ltx_shapes_resnet", num_classes=8)
+    path = tmp_path / f"model{suffix}"
+    if suffix == ".safetensors":
+        save_file(source.state_dict(), str(path))
+    else:
+        torch.save({"state_dict": source.state_dict()}, path)
+    loaded = create_network("ltx_shapes_resnet", num_classes=8, weights=str(path))
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_missing_checkpoint_says_what_was_looked_for(tmp_path):
+    with pytest.raises(FileNotFoundError, match="looked for .*nope.safetensors.*backbone.weights"):
+        create_network("ltx_shapes_vit", num_classes=8, weights=str(tmp_path / "nope.safetensors"))
+
+
+def test_wrong_architecture_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "vit.safetensors"
+    save_file(create_network("ltx_shapes_vit", num_classes=8).state_dict(), str(path))
+    with pytest.raises(ValueError, match="does not match the architecture ResNet"):
+        load_weights(create_network("ltx_shapes_resnet", num_classes=8), path)
+
+
+def test_hub_failure_says_how_to_provide_weights(monkeypatch):
+    import timm
+
+    def offline(*args, **kwargs):
+        if kwargs.get("pretrained"):
+            raise OSError("no network")
+        return original(*args, **kwargs)
+
+    original = timm.create_model
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(RuntimeError, match="backbone.weights=/path/to/model.safetensors"):
+        create_network("resnet18", num_classes=10, weights="hub")
+
+
+def test_cache_key_depends_on_config():
+    assert cache_key({"a": 1}, {"seed": 0}) == cache_key({"a": 1}, {"seed": 0})
+    assert cache_key({"a": 1}, {"seed": 0}) != cache_key({"a": 1}, {"seed": 1})

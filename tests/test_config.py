@@ -1,0 +1,57 @@
+"""Every option of every config group composes and instantiates (as lightning-hydra-template does)."""
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
+
+from ltx.lit.finetune import FinetuneModule
+from ltx.losses import LTXLoss
+from ltx.masking import Masking
+from tests.helpers import CONF_DIR, compose_config
+
+GROUPS = ["backbone", "data", "explainer", "masking", "loss", "method", "eval", "trainer", "logger", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def test_default_config_composes():
+    cfg = compose_config()
+    assert list(cfg.backbone) == ["shapes_vit", "shapes_resnet"]
+    assert set(cfg.method) >= {"ltx", "ltx_pretrained", "random"}
+    assert list(cfg.class_modes) == ["predicted", "target"]
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes(group, option):
+    prefix = "+" if group == "experiment" else ""
+    cfg = compose_config([f"{prefix}{group}={option}"])
+    if group in ("masking", "loss"):
+        assert isinstance(instantiate(cfg[group]), (Masking, LTXLoss))
+    if group == "backbone":
+        assert list(cfg.backbone) == [option]
+    if group == "data" and option == "shapes":
+        assert instantiate(cfg.data).image_size == 64
+
+
+def test_method_configs_are_partials_of_methods():
+    cfg = compose_config()
+    for name, method in cfg.method.items():
+        factory = instantiate(method)
+        assert callable(factory), name
+    assert instantiate(cfg.method.ltx_pretrained).keywords["steps"] == 0
+    assert instantiate(cfg.method.ltx).func is FinetuneModule
+
+
+def test_unknown_option_names_the_valid_choices():
+    with pytest.raises(MissingConfigException) as err:
+        compose_config(["backbone=vit_xxl"])
+    assert "shapes_vit" in str(err.value.options) or "shapes_vit" in str(err.value)
+
+
+def test_multiple_backbones_in_one_run():
+    cfg = compose_config(["backbone=[shapes_vit,vit_b]"])
+    assert list(cfg.backbone) == ["shapes_vit", "vit_b"]

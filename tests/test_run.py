@@ -1,0 +1,50 @@
+"""`python -m ltx.run` end to end on a tiny setting: the files a run promises, finite numbers."""
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_ltx(args: list[str], cache_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LTX_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "ltx.run", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_default_run_end_to_end(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    proc = run_ltx([*TINY, f"hydra.run.dir={out}"], cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ["results.csv", "results.md", "run_info.json", "maps_shapes_vit.png", "maps_shapes_resnet.png",
+                 "explainers/shapes_vit/predicted.safetensors", "explainers/shapes_resnet/target.safetensors"]:
+        assert (out / name).is_file(), name
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["backbone"] for r in rows} == {"shapes_vit", "shapes_resnet"}
+    assert {r["method"] for r in rows} >= {"ltx", "ltx_pretrained", "random"}
+    assert {r["class_mode"] for r in rows} == {"predicted", "target"}
+    assert {"pointing_game", "gt_auroc"} <= {r["metric"] for r in rows}
+    assert all(math.isfinite(float(r["value"])) for r in rows)
+    assert "results written to" in proc.stderr + proc.stdout
+    assert "| ltx |" in (out / "results.md").read_text()
+    # black boxes are cached: a second run (other output dir) trains nothing
+    again = run_ltx([*TINY, f"hydra.run.dir={tmp_path / 'again'}", "backbone=shapes_vit", "method=[random]"],
+                    cache_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "cached weights" in again.stderr + again.stdout
+
+
+def test_unknown_backbone_lists_the_choices(tmp_path, cache_dir):
+    proc = run_ltx(["backbone=vit_xxl", f"hydra.run.dir={tmp_path}"], cache_dir)
+    assert proc.returncode != 0
+    assert "Could not find 'backbone/vit_xxl'" in proc.stderr and "shapes_resnet" in proc.stderr
