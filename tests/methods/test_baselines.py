@@ -1,0 +1,282 @@
+"""Baseline saliency methods: the method contract, no state left behind, and known answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from ltx.methods import attention, gradcam, gradients, rise  # noqa: F401  (registers the methods)
+from ltx.methods.base import METHODS, MethodNotApplicable, create_method
+from ltx.models.explained import ExplainedModel
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "method"
+ANY_MODEL = ["gradcam", "ig", "saliency", "gradient_x_input", "rise"]
+VIT_ONLY = ["rollout", "gae", "transformer_attribution"]
+CASES = [(name, "cnn") for name in ANY_MODEL] + [(name, "vit") for name in ANY_MODEL + VIT_ONLY]
+CHEAP = {"rise": {"num_masks": 48, "batch_size": 64}, "ig": {"n_steps": 8}}
+
+
+def tiny_vit(seed: int = 0, **kwargs) -> ExplainedModel:
+    torch.manual_seed(seed)
+    net = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=64,
+        patch_size=8,
+        depth=2,
+        embed_dim=64,
+        num_heads=2,
+        num_classes=8,
+        **kwargs,
+    )
+    return ExplainedModel(net, mean=(0.5,) * 3, std=(0.5,) * 3, image_size=64)
+
+
+def tiny_cnn() -> ExplainedModel:
+    torch.manual_seed(0)
+    net = timm.create_model("resnet10t", pretrained=False, num_classes=8)
+    return ExplainedModel(net, mean=(0.5,) * 3, std=(0.5,) * 3, image_size=64)
+
+
+@pytest.fixture(scope="module")
+def vit() -> ExplainedModel:
+    model = tiny_vit()
+    model.model.blocks[0].attn.fused_attn = False  # mixed flags: each must come back as it was
+    return model
+
+
+@pytest.fixture(scope="module")
+def cnn() -> ExplainedModel:
+    return tiny_cnn()
+
+
+@pytest.fixture
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return torch.rand(3, 3, 64, 64, generator=generator), torch.tensor([0, 5, 7])
+
+
+def build(name: str, model: ExplainedModel, **kwargs):
+    return create_method(name, model, **{**CHEAP.get(name, {}), **kwargs})
+
+
+def model_state(model: ExplainedModel) -> dict[str, object]:
+    """Everything a method could leave changed behind it."""
+    modules = dict(model.named_modules())
+    return {
+        "hooks": {
+            name
+            for name, m in modules.items()
+            if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        },
+        "fused": [m.fused_attn for m in modules.values() if hasattr(m, "fused_attn")],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "training": [m.training for m in modules.values()],
+    }
+
+
+def in_region(maps: torch.Tensor, regions: torch.Tensor, k: int) -> torch.Tensor:
+    """Fraction of each map's k highest pixels that lie in its region."""
+    top = maps.flatten(1).topk(k).indices
+    return regions.flatten(1).gather(1, top).float().mean(1)
+
+
+# --- the method contract -----------------------------------------------------------------------------
+
+
+def test_all_baselines_registered() -> None:
+    assert set(ANY_MODEL + VIT_ONLY) <= set(METHODS)
+
+
+@pytest.mark.parametrize(("name", "family"), CASES)
+def test_maps_and_no_state_left(name: str, family: str, batch, request: pytest.FixtureRequest) -> None:
+    model: ExplainedModel = request.getfixturevalue(family)
+    model.train()  # a LightningModule may hold the wrapper in train mode; methods must not change it
+    images, classes = batch
+    before = model_state(model)
+    maps = build(name, model)(images, classes)
+    assert maps.shape == (3, 64, 64) and maps.dtype == torch.float32
+    assert torch.isfinite(maps).all() and not maps.requires_grad
+    assert maps.flatten(1).std(1).max() > 0  # Grad-CAM's ReLU may zero some maps of a random model
+    assert model_state(model) == before and not before["hooks"]
+
+
+@pytest.mark.parametrize(("name", "family"), CASES)
+def test_batch_does_not_mix_samples(name: str, family: str, batch, request: pytest.FixtureRequest) -> None:
+    method = build(name, request.getfixturevalue(family))
+    images, classes = batch
+    together = method(images, classes)
+    alone = torch.cat([method(images[i : i + 1], classes[i : i + 1]) for i in range(len(images))])
+    torch.testing.assert_close(together, alone, rtol=1e-3, atol=1e-5 * together.abs().max().item())
+
+
+@pytest.mark.parametrize("name", ANY_MODEL + VIT_ONLY)
+def test_runs_inside_inference_mode(name: str, vit: ExplainedModel, batch) -> None:
+    """Evaluation loops run under inference_mode; gradient methods must still work there."""
+    images, classes = batch
+    method = build(name, vit)
+    with torch.inference_mode():
+        maps = method(images.clone(), classes.clone())
+    assert torch.isfinite(maps).all()
+
+
+@pytest.mark.parametrize("name", VIT_ONLY)
+def test_vit_only_methods_refuse_cnns(name: str, cnn: ExplainedModel) -> None:
+    with pytest.raises(MethodNotApplicable, match=name):
+        create_method(name, cnn)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [dict(reg_tokens=3), dict(class_token=False, global_pool="avg"), dict(qk_norm=True, init_values=0.1)],
+    ids=["registers", "avg-pool-no-cls", "qknorm-layerscale"],
+)
+@pytest.mark.parametrize("name", [*VIT_ONLY, "gradcam"])
+def test_vit_variants(name: str, variant: dict, batch) -> None:
+    model = tiny_vit(**variant)
+    images, classes = batch
+    maps = build(name, model)(images, classes)
+    assert maps.shape == (3, 64, 64) and torch.isfinite(maps).all() and maps.flatten(1).std(1).max() > 0
+
+
+def test_transformer_attribution_refuses_layers_without_lrp_rules() -> None:
+    with pytest.raises(MethodNotApplicable, match="transformer_attribution"):
+        create_method("transformer_attribution", tiny_vit(global_pool="map"))
+
+
+@pytest.mark.parametrize("name", ANY_MODEL + VIT_ONLY)
+def test_config_instantiates_the_method(name: str, vit: ExplainedModel) -> None:
+    path = CONF_DIR / f"{name}.yaml"
+    assert path.read_text().startswith(f"# @package method.{name}\n")
+    config = OmegaConf.load(path)
+    method = instantiate(config, **CHEAP.get(name, {}))(model=vit)
+    assert type(method) is METHODS[name]
+
+
+# --- known answers -----------------------------------------------------------------------------------
+
+
+class RegionGate(nn.Module):
+    """(B, 1, H, W) → (B, C, H, W): channel c keeps the input only inside region c."""
+
+    def __init__(self, regions: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("regions", regions.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.regions
+
+
+class RegionModel(nn.Module):
+    """Logit c = Σ over region c of the pixel's mean colour / 16: class c looks only at its region."""
+
+    def __init__(self, regions: torch.Tensor) -> None:
+        super().__init__()
+        self.num_classes = len(regions)
+        self.gray = nn.Conv2d(3, 1, 1, bias=False)
+        nn.init.constant_(self.gray.weight, 1 / 3)
+        self.gate = RegionGate(regions)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.gray(x)).sum((2, 3)) / 16
+
+
+@pytest.fixture(scope="module")
+def region_model() -> tuple[ExplainedModel, torch.Tensor]:
+    regions = torch.zeros(4, 64, 64, dtype=torch.bool)
+    for c, (top, left) in enumerate([(4, 4), (4, 40), (40, 12), (36, 44)]):
+        regions[c, top : top + 16, left : left + 16] = True
+    model = ExplainedModel(RegionModel(regions), mean=(0.0,) * 3, std=(1.0,) * 3, image_size=64)
+    return model, regions
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "min_fraction"),
+    [
+        ("ig", {}, 1.0),
+        ("saliency", {}, 1.0),
+        ("gradient_x_input", {}, 1.0),
+        ("gradcam", {}, 1.0),  # default layer: the region gate, the last spatial map
+        ("rise", {"num_masks": 1000, "batch_size": 4000}, 0.9),  # smooth masks blur the region's border
+    ],
+)
+def test_methods_find_the_region_the_class_looks_at(
+    region_model, name: str, kwargs: dict, min_fraction: float
+) -> None:
+    model, regions = region_model
+    images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 0.5 + 0.5
+    classes = torch.tensor([0, 1, 2, 3])
+    maps = create_method(name, model, **kwargs)(images, classes)
+    assert (in_region(maps, regions[classes], k=128) >= min_fraction).all()
+
+
+def test_gradcam_default_layers(cnn: ExplainedModel, vit: ExplainedModel, region_model) -> None:
+    assert gradcam.default_target_layer(cnn) == "layer4"
+    assert gradcam.default_target_layer(vit) == "blocks.1.norm1"
+    assert gradcam.default_target_layer(region_model[0]) == "gate"
+    assert create_method("gradcam", cnn, target_layer="layer3.0").layer is cnn.model.layer3[0]
+
+
+def test_ig_internal_batch_matches_one_pass(vit: ExplainedModel, batch) -> None:
+    images, classes = batch
+    chunked = create_method("ig", vit, n_steps=8, internal_batch_size=2)(images, classes)
+    torch.testing.assert_close(chunked, create_method("ig", vit, n_steps=8)(images, classes))
+
+
+def test_rise_is_seeded(vit: ExplainedModel, batch) -> None:
+    images, classes = batch
+    first = build("rise", vit, seed=3)(images, classes)
+    torch.testing.assert_close(first, build("rise", vit, seed=3)(images, classes))
+    assert not torch.allclose(first, build("rise", vit, seed=4)(images, classes))
+
+
+@pytest.mark.parametrize("variant", [{}, dict(reg_tokens=2)], ids=["cls", "cls+registers"])
+def test_rollout_of_uniform_attention_is_uniform(variant: dict, batch) -> None:
+    model = tiny_vit(**variant)
+    for block in model.model.blocks:  # q = k = 0: every token attends equally to every token
+        nn.init.zeros_(block.attn.qkv.weight)
+        nn.init.zeros_(block.attn.qkv.bias)
+    maps = create_method("rollout", model)(*batch)
+    torch.testing.assert_close(maps, maps.mean().expand_as(maps))
+
+
+def test_class_dependence(vit: ExplainedModel, batch) -> None:
+    """GAE and Transformer attribution explain a class, rollout does not; TA is not GAE (R_A ≠ A)."""
+    images, _ = batch
+    maps = {name: [build(name, vit)(images, torch.full((3,), c)) for c in (1, 6)] for name in VIT_ONLY}
+    torch.testing.assert_close(*maps["rollout"])
+    for name in ("gae", "transformer_attribution"):
+        assert not torch.allclose(*maps[name], rtol=1e-3, atol=0)
+    assert not torch.allclose(maps["gae"][0], maps["transformer_attribution"][0], rtol=1e-2, atol=0)
+
+
+def test_lrp_linear_rule_conserves_relevance_per_sample() -> None:
+    generator = torch.Generator().manual_seed(0)
+    layer = nn.Linear(6, 4)
+    nn.init.normal_(layer.weight, generator=generator)
+    layer.weight.data[:, 0] = 1.0  # with positive inputs, every z⁺ denominator is then > 0
+    x = torch.rand(2, 5, 6, generator=generator)
+    relevance = torch.rand(2, 5, 4, generator=generator) * torch.tensor([1.0, 100.0])[:, None, None]
+    conserved = attention._lrp_linear(layer, x, relevance).sum((1, 2))
+    torch.testing.assert_close(conserved, relevance.sum((1, 2)))
+
+
+def test_lrp_residual_rule_gives_each_branch_its_share_per_sample() -> None:
+    """Skip and branch pull in opposite directions: each gets |S_part| / (|S_skip| + |S_branch|) of
+    the total, with S_part the part's LRP-0 relevance, computed per sample."""
+    generator = torch.Generator().manual_seed(0)
+    skip = 1 + torch.rand(3, 5, 4, generator=generator)
+    branch = -0.5 * torch.rand(3, 5, 4, generator=generator)
+    relevance = torch.rand(3, 5, 4, generator=generator)
+    with torch.enable_grad():
+        parts = attention._lrp_residual(skip, branch, relevance)
+    lrp0 = [(part * relevance / (skip + branch)).sum((1, 2)).abs() for part in (skip, branch)]
+    total = relevance.sum((1, 2))
+    for part, share in zip(parts, lrp0, strict=True):
+        torch.testing.assert_close(part.sum((1, 2)), share / (lrp0[0] + lrp0[1]) * total)
