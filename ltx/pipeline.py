@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset, Subset
+from torchmetrics import Metric
 
 from ltx.data import seeded_subset
 from ltx.lit.classifier import ClassifierModule
@@ -28,6 +29,7 @@ from ltx.lit.explain import ExplainModule
 from ltx.lit.pretrain import PretrainModule
 from ltx.masking import Masking
 from ltx.metrics import create_metric
+from ltx.metrics.perturbation import PERTURBATION_METRICS
 from ltx.models.explained import ExplainedModel
 from ltx.models.explainer import Explainer
 from ltx.models.zoo import WEIGHT_SOURCES, cache_key, create_network, load_weights, wrap
@@ -193,55 +195,104 @@ def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: Ex
 
 # --- stage 4: evaluation ---------------------------------------------------------------------------
 
-def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedModel,
-             instances: Subset) -> list[dict[str, Any]]:
-    rows = []
+def build_metrics(eval_cfg: DictConfig, explained: ExplainedModel) -> dict[str, Metric]:
+    """The suite's metrics for one explained model; `chunk_size` bounds each forward pass."""
+    options = eval_cfg.get("options") or {}
+    metrics = {}
+    for name in eval_cfg.metrics:
+        kwargs = dict(options.get(name, {}))
+        if name in PERTURBATION_METRICS:
+            kwargs.setdefault("chunk_size", eval_cfg.chunk_size)
+        metrics[name] = create_metric(name, explained, **kwargs)
+    return metrics
+
+
+@dataclass
+class Evaluation:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    #: mean perturbation curves: (backbone, method, class_mode, metric) → values per step
+    curves: dict[tuple[str, str, str, str], list[float]] = field(default_factory=dict)
+
+
+def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedModel, instances: Subset,
+             result: Evaluation) -> None:
+    """Evaluate every saved map set of backbone `name` with the `eval` suite, into `result`."""
     for key in [k for k in store.keys() if k.backbone == name]:
         saved = store.load(key)
         position = {int(i): n for n, i in enumerate(saved["index"])}
-        metrics = {m: create_metric(m, explained) for m in cfg.eval.metrics}
+        missing = [i for i in instance_ids(instances) if i not in position]
+        if missing:
+            log.warning("maps %s: %d instances have no map, not evaluated", key, len(missing))
+            continue
+        metrics = build_metrics(cfg.eval, explained)
         for batch in _loader(instances, cfg.eval.batch_size):
-            rows_of = torch.tensor([position[int(i)] for i in batch["index"]])
-            maps = saved["maps"][rows_of]
+            maps = saved["maps"][torch.tensor([position[int(i)] for i in batch["index"]])]
             for metric in metrics.values():
                 metric.update(batch["image"], maps, batch["label"], gt_masks=batch.get("mask"))
         for metric_name, metric in metrics.items():
-            rows.append(dict(backbone=key.backbone, method=key.method, class_mode=key.class_mode,
-                             metric=metric_name, value=float(metric.compute())))
-    return rows
+            result.rows.append(dict(backbone=key.backbone, method=key.method, class_mode=key.class_mode,
+                                    metric=metric_name, value=float(metric.compute())))
+            if hasattr(metric, "compute_curve"):
+                result.curves[(key.backbone, key.method, key.class_mode, metric_name)] = \
+                    metric.compute_curve().tolist()
 
 
 # --- the run ---------------------------------------------------------------------------------------
 
-@dataclass
-class BackboneRun:
-    explained: ExplainedModel
-    accuracy: float
-
-
-def run_pipeline(cfg: DictConfig) -> float | None:
-    L.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.paths.output_dir)
-    store = MapStore(run_dir / "maps")
+def prepare_data(cfg: DictConfig) -> tuple[L.LightningDataModule, Subset]:
+    """The data module and the instances to explain (a seeded subset of `explain.split`)."""
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     split = {"train": datamodule.train_set, "val": datamodule.val_set, "test": datamodule.test_set}[cfg.explain.split]
     instances = seeded_subset(split, num_samples=min(cfg.explain.num_images, len(split)), seed=cfg.seed)
-    rows: list[dict[str, Any]] = []
-    runs: dict[str, BackboneRun] = {}
-    for name, spec in cfg.backbone.items():
-        explained = ensure_blackbox(cfg, name, spec, datamodule)
-        runs[name] = BackboneRun(explained, accuracy(explained, datamodule.test_set))
-        log.info("black box %s: test accuracy %.2f%%", name, 100 * runs[name].accuracy)
-        explainers = {mode: pretrain_explainer(cfg, run_dir, name, explained, datamodule, mode)
-                      for mode in cfg.class_modes}
-        explain_instances(cfg, store, name, explained, explainers, instances)
-        rows += evaluate(cfg, store, name, explained, instances)
-        write_results(run_dir / "results.csv", rows)
-    info = {"blackbox_accuracy": {n: r.accuracy for n, r in runs.items()},
-            "settings": {str(k): store.setting(k) for k in store.keys()}}
+    return datamodule, instances
+
+
+def evaluate_and_report(cfg: DictConfig, models: dict[str, ExplainedModel], datamodule: L.LightningDataModule,
+                        instances: Subset) -> Evaluation:
+    """Evaluate all saved maps of the run directory and write results.csv, results.md and the figures."""
+    run_dir = Path(cfg.paths.output_dir)
+    store = MapStore(run_dir / "maps")
+    result = Evaluation()
+    accuracies = {}
+    for name, explained in models.items():
+        accuracies[name] = accuracy(explained, datamodule.test_set)
+        log.info("black box %s: test accuracy %.2f%%", name, 100 * accuracies[name])
+        evaluate(cfg, store, name, explained, instances, result)
+        write_results(run_dir / "results.csv", result.rows)
+    info = {"blackbox_accuracy": accuracies, "settings": {str(k): store.setting(k) for k in store.keys()}}
     write_json(run_dir / "run_info.json", info)
-    write_report(run_dir, rows, info, store, instances, {n: r.explained for n, r in runs.items()},
+    write_report(run_dir, result.rows, result.curves, info, store, instances, list(models),
                  num_examples=cfg.explain.grid_images)
     log.info("results written to %s", run_dir)
+    return result
+
+
+def run_pipeline(cfg: DictConfig) -> float | None:
+    """All stages for every backbone; stages whose outputs exist in the run directory are skipped."""
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.output_dir)
+    datamodule, instances = prepare_data(cfg)
+    models = {}
+    for name, spec in cfg.backbone.items():
+        explained = models[name] = ensure_blackbox(cfg, name, spec, datamodule)
+        explainers = {mode: pretrain_explainer(cfg, run_dir, name, explained, datamodule, mode)
+                      for mode in cfg.class_modes}
+        explain_instances(cfg, MapStore(run_dir / "maps"), name, explained, explainers, instances)
+    evaluate_and_report(cfg, models, datamodule, instances)
     return None
+
+
+def reevaluate(run_dir: str | Path, eval_cfg: DictConfig | None = None) -> Evaluation:
+    """Re-evaluate a finished run's saved maps (optionally with another suite), recomputing no map."""
+    run_dir = Path(run_dir)
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"no run config at {saved}: run_dir must be the output directory of `ltx.run`")
+    cfg = OmegaConf.load(saved)
+    cfg.paths.output_dir = str(run_dir)
+    if eval_cfg is not None:
+        cfg.eval = eval_cfg
+    datamodule, instances = prepare_data(cfg)
+    models = {name: ensure_blackbox(cfg, name, spec, datamodule) for name, spec in cfg.backbone.items()}
+    return evaluate_and_report(cfg, models, datamodule, instances)

@@ -14,36 +14,45 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import Subset  # noqa: E402
 
-from ltx.models.explained import ExplainedModel  # noqa: E402
-from ltx.store import MapStore, atomic_write  # noqa: E402
+from ltx.store import MapStore, atomic_write, write_json  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
-def results_table(rows: list[dict[str, Any]], backbone: str) -> str:
-    """One markdown table per backbone: methods × (metric, class mode)."""
-    cells: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
-    columns: list[tuple[str, str]] = []
+def _direction(metric: str) -> str:
+    from ltx.metrics import METRICS
+
+    cls = METRICS.get(metric)
+    return "" if cls is None else (" ↑" if cls.higher_is_better else " ↓")
+
+
+def results_table(rows: list[dict[str, Any]], backbone: str, class_mode: str) -> str:
+    """A markdown table for one backbone and class mode: methods × metrics (↑ / ↓: better)."""
+    cells: dict[str, dict[str, float]] = defaultdict(dict)
+    metrics: list[str] = []
     for row in rows:
-        if row["backbone"] != backbone:
-            continue
-        column = (row["metric"], row["class_mode"])
-        if column not in columns:
-            columns.append(column)
-        cells[row["method"]][column] = row["value"]
-    header = "| method | " + " | ".join(f"{m} ({c})" for m, c in columns) + " |"
-    lines = [header, "|" + "---|" * (len(columns) + 1)]
+        if row["backbone"] == backbone and row["class_mode"] == class_mode:
+            metrics += [row["metric"]] if row["metric"] not in metrics else []
+            cells[row["method"]][row["metric"]] = row["value"]
+    if not cells:
+        return ""
+    lines = ["| method | " + " | ".join(m + _direction(m) for m in metrics) + " |",
+             "|---|" + "---:|" * len(metrics)]
     for method, values in cells.items():
         lines.append(f"| {method} | " + " | ".join(
-            f"{values[c]:.4g}" if c in values else "–" for c in columns) + " |")
+            f"{values[m]:.4g}" if m in values else "–" for m in metrics) + " |")
     return "\n".join(lines)
 
 
 def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     parts = ["# Results", ""]
+    modes = list(dict.fromkeys(row["class_mode"] for row in rows))
     for backbone, acc in info["blackbox_accuracy"].items():
-        parts += [f"## {backbone}", "", f"Black-box test accuracy: {100 * acc:.2f} %", "",
-                  results_table(rows, backbone), ""]
+        parts += [f"## {backbone}", "", f"Black-box test accuracy: {100 * acc:.2f} %", ""]
+        for mode in modes:
+            table = results_table(rows, backbone, mode)
+            if table:
+                parts += [f"### {mode} class", "", table, ""]
     settings = info.get("settings", {})
     if settings:
         parts += ["## How the maps were made", ""]
@@ -81,13 +90,35 @@ def map_grid(path: Path, store: MapStore, backbone: str, instances: Subset, num_
     plt.close(fig)
 
 
-def write_report(run_dir: Path, rows: list[dict[str, Any]], info: dict[str, Any], store: MapStore,
-                 instances: Subset, explained: dict[str, ExplainedModel], num_examples: int = 6) -> None:
+def curve_plot(path: Path, curves: dict[tuple[str, str, str, str], list[float]], backbone: str) -> None:
+    """Mean perturbation curves: one panel per (class mode, metric), one line per method."""
+    mine = {k: v for k, v in curves.items() if k[0] == backbone}
+    if not mine:
+        return
+    modes = sorted({k[2] for k in mine}, reverse=True)
+    metrics = list(dict.fromkeys(k[3] for k in mine))
+    fig, axes = plt.subplots(len(modes), len(metrics), figsize=(3 * len(metrics), 2.6 * len(modes)),
+                             squeeze=False, sharey="col")
+    for (_, method, mode, metric), values in mine.items():
+        ax = axes[modes.index(mode)][metrics.index(metric)]
+        x = torch.linspace(0, 1, len(values)) * (0.9 if len(values) == 10 else 1.0)
+        ax.plot(x.numpy(), values, marker="." if len(values) <= 20 else None, label=method)
+        ax.set_title(f"{metric} ({mode})", fontsize=9)
+        ax.set_xlabel("fraction perturbed", fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(backbone, fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def write_report(run_dir: Path, rows: list[dict[str, Any]], curves: dict[tuple[str, str, str, str], list[float]],
+                 info: dict[str, Any], store: MapStore, instances: Subset, backbones: list[str],
+                 num_examples: int = 6) -> None:
     text = markdown(rows, info)
     atomic_write(run_dir / "results.md", lambda tmp: tmp.write_text(text))
-    for backbone in explained:
+    write_json(run_dir / "curves.json", {"/".join(k): v for k, v in curves.items()})
+    for backbone in backbones:
         map_grid(run_dir / f"maps_{backbone}.png", store, backbone, instances, num_examples)
+        curve_plot(run_dir / f"curves_{backbone}.png", curves, backbone)
     print(text, flush=True)
-
-
-__all__ = ["markdown", "results_table", "write_report"]
