@@ -1,0 +1,53 @@
+"""Evaluation metrics as `torchmetrics.Metric`s, built by name and used the same way.
+
+Every metric: `create_metric(name, model, **kwargs)`, then
+`update(images, saliency, labels, gt_masks=None)` per batch and `compute()` at the end.
+Perturbation metrics (`pos`, `neg`, `ins`, `del`, `ins_rise`, `del_rise`) need the model and
+ignore `gt_masks`; localization metrics (`pointing_game`, `energy_pointing_game`, `gt_auroc`)
+need `gt_masks` and ignore the model, the images and the labels. Each class carries `name`,
+`higher_is_better` and a one-line `description`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from torchmetrics import Metric
+
+from ltx.metrics.localization import EnergyPointingGame, LocalizationMetric, MaskAUROC, PointingGame
+from ltx.metrics.perturbation import (
+    PERTURBATION_METRICS,
+    Deletion,
+    DeletionRISE,
+    Insertion,
+    InsertionRISE,
+    NegativePerturbation,
+    PaperCurve,
+    PerturbationCurve,
+    PositivePerturbation,
+    RISECurve,
+    per_image_auc,
+)
+
+METRICS: dict[str, type[Metric]] = {
+    **PERTURBATION_METRICS,
+    **{cls.name: cls for cls in (PointingGame, EnergyPointingGame, MaskAUROC)},
+}
+
+
+def create_metric(name: str, model: nn.Module | None = None, **kwargs: Any) -> Metric:
+    """The metric registered as `name`, for explained model `model` (unused by localization)."""
+    cls = METRICS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown metric {name!r}: choose one of {sorted(METRICS)}")
+    if issubclass(cls, PerturbationCurve) and model is None:
+        raise ValueError(f"metric {name!r} perturbs inputs of a model: pass the explained model")
+    return cls(model, **kwargs)
+
+
+__all__ = [
+    "METRICS", "Deletion", "DeletionRISE", "EnergyPointingGame", "Insertion", "InsertionRISE",
+    "LocalizationMetric", "MaskAUROC", "NegativePerturbation", "PaperCurve", "PerturbationCurve",
+    "PointingGame", "PositivePerturbation", "RISECurve", "create_metric", "per_image_auc",
+]

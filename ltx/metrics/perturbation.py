@@ -1,0 +1,412 @@
+"""Perturbation metrics: remove pixels in saliency order, watch the explained model's output.
+
+All metrics share one engine (`PerturbationCurve`): a map is turned into per-pixel ranks once,
+and every (image, step) input of a batch is built as `where(rank < k_step, finish, start)` and
+sent through the model in chunks of `chunk_size` images. A subclass only says which order to
+use, what "start" and "finish" are, how many pixels each step changes and how a step is scored.
+
+- `pos`, `neg`, `ins`, `del` (`PaperCurve`): the LTX paper suite, exactly as PROTOCOLS.md
+  ("Evaluation: POS / NEG" and "INS / DEL") describes it.
+- `ins_rise`, `del_rise` (`RISECurve`): classic RISE insertion/deletion (Petsiuk et al. 2018).
+
+The explained model maps images in [0, 1] (N, 3, H, W) to logits (N, C) and normalises
+internally; metrics only call it, under `torch.inference_mode()`. Computation runs on the
+model's device (that of its first parameter or buffer; the images' for a stateless model):
+inputs are moved there, so CPU batches can be scored by a GPU model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from fractions import Fraction
+from itertools import pairwise
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+CLASS_MODES = ("predicted", "target")
+PAPER_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def as_maps(saliency: Tensor, size: tuple[int, int]) -> Tensor:
+    """Saliency (B, h, w) or (B, 1, h, w) of any dtype as (B, H, W) maps at `size`.
+
+    Maps at another size are resized bilinearly (align_corners=False, as the explainers
+    upsample) in float64, so that float32 inputs keep their exact values and ranking.
+    """
+    if saliency.dim() == 4 and saliency.shape[1] == 1:
+        saliency = saliency[:, 0]
+    if saliency.dim() != 3:
+        raise ValueError(f"saliency must be (B, H, W) or (B, 1, H, W), got shape {tuple(saliency.shape)}")
+    if tuple(saliency.shape[-2:]) != tuple(size):
+        saliency = F.interpolate(saliency[:, None].double(), size=size, mode="bilinear", align_corners=False)
+        saliency = saliency[:, 0]
+    return saliency
+
+
+def saliency_ranks(saliency: Tensor, size: tuple[int, int], *, descending: bool) -> Tensor:
+    """Rank (0 = perturbed first) of every pixel, (B, H·W) int32 (half the traffic of int64).
+
+    Ties keep a stable order, lower flat index first, in both directions: ascending is the
+    stable sort of the values themselves, *not* the reversed descending order (which would
+    put higher indices first). Only the ranking of the values matters, so any dtype and any
+    monotone rescaling of a map give the same ranks (bool maps are ranked as 0/1).
+    """
+    flat = as_maps(saliency, size).flatten(1)
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    order = torch.sort(flat, dim=1, descending=descending, stable=True).indices
+    positions = torch.arange(flat.shape[1], dtype=torch.int32, device=flat.device).expand_as(order)
+    return torch.empty_like(order, dtype=torch.int32).scatter_(1, order, positions)
+
+
+def _check_batch(images: Tensor, saliency: Tensor, labels: Tensor) -> None:
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+    if saliency.shape[0] != images.shape[0] or labels.shape != (images.shape[0],):
+        raise ValueError(f"batch sizes differ: images {tuple(images.shape)}, "
+                         f"saliency {tuple(saliency.shape)}, labels {tuple(labels.shape)}")
+
+
+class PerturbationCurve(Metric):
+    """Shared engine: per-image curves of a score as pixels are perturbed in saliency order.
+
+    `update(images, saliency, labels, gt_masks=None)` (the signature of every `ltx` metric;
+    `gt_masks` is ignored here): images (B, 3, H, W) in [0, 1], saliency (B, h, w) or
+    (B, 1, h, w) of any dtype and scale, labels (B,) ground-truth classes. `compute()` is the
+    AUC (mean of per-image AUCs, which equals the AUC of the mean curve); `compute_curve()`
+    the mean curve; `compute_per_image()` the per-image AUCs in update order.
+
+    State is summed across processes (`dist_reduce_fx="sum"`, per-image AUCs concatenated),
+    so DDP reduction is exact by construction.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    #: True: the most salient pixels are perturbed first.
+    descending: ClassVar[bool]
+    #: "hit" (top-1 == class) or "prob" (softmax probability of the class).
+    score: ClassVar[str]
+    #: AUC = auc_scale · trapezoid(curve, x).
+    auc_scale: ClassVar[float]
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, model: nn.Module, *, class_mode: str = "predicted", chunk_size: int = 256,
+                 num_points: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if class_mode not in CLASS_MODES:
+            raise ValueError(f"unknown class_mode {class_mode!r}: choose one of {CLASS_MODES}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        # Held outside nn.Module's registry: the metric must not own (move, save, count) f.
+        object.__setattr__(self, "_model", model)
+        self.class_mode = class_mode
+        self.chunk_size = chunk_size
+        # A scalar 0 broadcasts to the first curve when the number of points depends on H·W.
+        curve = torch.zeros((num_points,) if num_points else (), dtype=torch.float64)
+        self.add_state("curve_sum", default=curve, dist_reduce_fx="sum")
+        self.add_state("auc_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("image_aucs", default=[], dist_reduce_fx="cat")
+
+    @property
+    def model(self) -> nn.Module:
+        return self._model
+
+    # --- what subclasses define ------------------------------------------------------------------
+
+    def schedule(self, height: int, width: int) -> Tensor:
+        """How many pixels are perturbed at each step, (S,) int64."""
+        raise NotImplementedError
+
+    def schedule_x(self, num_points: int) -> Tensor:
+        """The x positions (S,) float64 of a curve with `num_points` points."""
+        raise NotImplementedError
+
+    def endpoints(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """(start, finish): a step shows `finish` on its perturbed pixels and `start` elsewhere.
+        Each has batch size B or 1 (broadcast)."""
+        raise NotImplementedError
+
+    def scored_classes(self, images: Tensor, labels: Tensor) -> Tensor:
+        """The class whose output is scored at every step."""
+        return labels
+
+    # --- the engine --------------------------------------------------------------------------------
+
+    def _forward_chunked(self, inputs: Tensor) -> Tensor:
+        return torch.cat([self.model(chunk) for chunk in inputs.split(self.chunk_size)])
+
+    def _score(self, logits: Tensor, classes: Tensor) -> Tensor:
+        if self.score == "hit":
+            return (logits.argmax(-1) == classes).float()
+        logits = logits.float() if logits.element_size() < 4 else logits
+        return logits.softmax(-1).gather(1, classes[:, None])[:, 0]
+
+    def _model_device(self, images: Tensor) -> torch.device:
+        tensor = next(self.model.parameters(), None)
+        tensor = next(self.model.buffers(), None) if tensor is None else tensor
+        return images.device if tensor is None else tensor.device
+
+    @torch.inference_mode()
+    def _curves(self, images: Tensor, saliency: Tensor, labels: Tensor) -> Tensor:
+        _check_batch(images, saliency, labels)
+        device = self._model_device(images)
+        images = images.to(device)
+        batch, _, height, width = images.shape
+        ranks = saliency_ranks(saliency.to(device), (height, width), descending=self.descending)
+        counts = self.schedule(height, width).to(device, torch.int32)
+        steps = counts.numel()
+        start, finish = self.endpoints(images)
+        classes = self.scored_classes(images, labels.to(device))
+        # All (image, step) jobs, image-major, as flat per-job vectors sliced chunk by chunk: one
+        # forward and a handful of kernels per chunk.
+        job_image = torch.arange(batch, device=device).repeat_interleave(steps)
+        job_count = counts.repeat(batch)[:, None]
+        job_class = classes.repeat_interleave(steps)
+        scores = []
+        for begin in range(0, batch * steps, self.chunk_size):
+            jobs = slice(begin, begin + self.chunk_size)
+            image = job_image[jobs]
+            perturbed = (ranks[image] < job_count[jobs]).view(-1, 1, height, width)
+            inputs = start[image]
+            torch.where(perturbed, finish if finish.shape[0] == 1 else finish[image], inputs, out=inputs)
+            scores.append(self._score(self.model(inputs), job_class[jobs]))
+        return torch.cat(scores).view(batch, steps)
+
+    def curves(self, images: Tensor, saliency: Tensor, labels: Tensor) -> Tensor:
+        """Per-image curves (B, S): the score at every step. Inputs are not modified."""
+        return self._curves(images, saliency, labels).clone()
+
+    def auc(self, curves: Tensor) -> Tensor:
+        """Per-image AUCs of curves (B, S) from the same images' size."""
+        x = self.schedule_x(curves.shape[-1]).to(curves.device, curves.dtype)
+        return self.auc_scale * torch.trapezoid(curves, x, dim=-1)
+
+    def per_image(self, images: Tensor, saliency: Tensor, labels: Tensor) -> Tensor:
+        """Per-image AUCs (B,) in float64, as `update` computes them, without touching the state."""
+        return self.auc(self.curves(images, saliency, labels).double())
+
+    # --- torchmetrics ------------------------------------------------------------------------------
+
+    def update(self, images: Tensor, saliency: Tensor, labels: Tensor,
+               gt_masks: Tensor | None = None) -> None:
+        curves = self.curves(images, saliency, labels).to(self.auc_sum.device, torch.float64)
+        if self.curve_sum.dim() and self.curve_sum.shape != curves.shape[1:]:
+            raise ValueError(f"{self.name}: {curves.shape[1]} steps for {tuple(images.shape[-2:])} images, "
+                             f"earlier updates had {self.curve_sum.shape[0]}: use one image size per metric")
+        aucs = self.auc(curves)
+        self.curve_sum = self.curve_sum + curves.sum(0)
+        self.auc_sum = self.auc_sum + aucs.sum()
+        self.count = self.count + curves.shape[0]
+        self.image_aucs.append(aucs)
+
+    def compute(self) -> Tensor:
+        """The AUC: mean of per-image AUCs (paper units, see the class)."""
+        return self.auc_sum / self.count
+
+    def compute_curve(self) -> Tensor:
+        """The mean curve over images, one value per step (for plots), synced like `compute`."""
+        with self._synced():
+            return self.curve_sum / self.count
+
+    def compute_per_image(self) -> Tensor:
+        """Per-image AUCs in update order (under DDP: rank 0's, then rank 1's, …), synced."""
+        with self._synced():
+            values = self.image_aucs
+            return (torch.cat(values) if isinstance(values, list) else values).clone()
+
+    def _synced(self) -> AbstractContextManager:
+        """The states of all processes, as torchmetrics gives them to `compute`."""
+        return self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync,
+                                 should_unsync=self._should_unsync)
+
+
+class PaperCurve(PerturbationCurve):
+    """The LTX paper's 10-step curves: at fraction r the first k = ⌊r·H·W⌋ pixels of the order
+    are set to 0 (black, in [0, 1] space) in all channels; AUC = 100 · trapezoid(curve, r).
+
+    k is computed exactly: r is read as the decimal it prints as (0.3 is 3/10, not
+    0.29999…), so k = (numerator · H · W) // denominator; for the paper's r = i/10 that is
+    k = (i · H · W) // 10. Scores always use the ground-truth label (`labels`); `class_mode`
+    only records which class the maps explain.
+    """
+
+    auc_scale = 100.0
+
+    def __init__(self, model: nn.Module, *, class_mode: str = "predicted",
+                 fractions: Sequence[float] | None = None, chunk_size: int = 256, **kwargs: Any) -> None:
+        fractions = tuple(float(r) for r in (PAPER_FRACTIONS if fractions is None else fractions))
+        increasing = all(a < b for a, b in pairwise(fractions))
+        if not fractions or not increasing or not 0.0 <= fractions[0] <= fractions[-1] <= 1.0:
+            raise ValueError(f"fractions must be increasing values in [0, 1], got {fractions}")
+        super().__init__(model, class_mode=class_mode, chunk_size=chunk_size, num_points=len(fractions),
+                         **kwargs)
+        self.fractions = fractions
+        self._exact = [Fraction(str(r)) for r in fractions]
+
+    def schedule(self, height: int, width: int) -> Tensor:
+        return torch.tensor([r.numerator * height * width // r.denominator for r in self._exact])
+
+    def schedule_x(self, num_points: int) -> Tensor:
+        return torch.tensor(self.fractions, dtype=torch.float64)
+
+    def endpoints(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return images, images.new_zeros(1, 1, 1, 1)
+
+
+class PositivePerturbation(PaperCurve):
+    """POS: top-1 accuracy as the most salient pixels are removed first; lower is better."""
+
+    name = "pos"
+    description = "top-1 hit rate, most salient pixels blacked out first (AUC ×100, lower is better)"
+    higher_is_better = False
+    descending = True
+    score = "hit"
+
+
+class NegativePerturbation(PaperCurve):
+    """NEG: top-1 accuracy as the least salient pixels are removed first; higher is better."""
+
+    name = "neg"
+    description = "top-1 hit rate, least salient pixels blacked out first (AUC ×100, higher is better)"
+    higher_is_better = True
+    descending = False
+    score = "hit"
+
+
+class Deletion(PaperCurve):
+    """DEL (paper suite): label probability, most salient pixels removed first; lower is better."""
+
+    name = "del"
+    description = "label probability, most salient pixels blacked out first (AUC ×100, lower is better)"
+    higher_is_better = False
+    descending = True
+    score = "prob"
+
+
+class Insertion(PaperCurve):
+    """INS (paper suite): label probability, least salient pixels removed first; higher is better.
+
+    As the LTX code computes it: a removal curve in the NEG order, not a RISE-style insertion.
+    """
+
+    name = "ins"
+    description = "label probability, least salient pixels blacked out first (AUC ×100, higher is better)"
+    higher_is_better = True
+    descending = False
+    score = "prob"
+
+
+def rise_blur_kernel(size: int = 11, sigma: float = 5.0) -> Tensor:
+    """RISE's blur kernel `gkern(11, 5)`: scipy's `gaussian_filter` of a centred delta.
+
+    That is an outer product of 1-D Gaussian taps (radius ⌊4σ + 0.5⌋, normalised) applied with
+    scipy's default 'reflect' boundary, which folds the taps that fall off the 11 pixels back
+    in, so it is not a plain truncated Gaussian. Computed here in torch (no scipy needed).
+    """
+    radius = int(4.0 * sigma + 0.5)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    taps = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    taps = taps / taps.sum()
+    # Output p sees input p + j; 'reflect' maps it into [0, size) with period 2·size.
+    source = (torch.arange(size)[:, None] + offsets.long()[None]) % (2 * size)
+    source = torch.where(source < size, source, 2 * size - 1 - source)
+    line = ((source == size // 2) * taps).sum(1)
+    return torch.outer(line, line)
+
+
+class RISECurve(PerturbationCurve):
+    """Classic RISE causal metrics: n = ⌈H·W / step⌉ steps of `step` pixels each (most salient
+    first, the last step possibly shorter), n + 1 points, AUC = (Σ a_i − a_0/2 − a_n/2) / n in
+    [0, 1] (the trapezoid on x = i/n). a_i is the softmax probability of f's top-1 class on
+    the original image (an extra forward of the B originals), so `labels` are not used.
+
+    RISE works in normalised space; 0 there is the pixel value `model.mean` (std cancels), so
+    these metrics stay in pixel space and need only the model's `mean` buffer (1, 3, 1, 1).
+    """
+
+    auc_scale = 1.0
+    descending = True
+    score = "prob"
+
+    def __init__(self, model: nn.Module, *, class_mode: str = "predicted", step: int = 224,
+                 chunk_size: int = 256, **kwargs: Any) -> None:
+        if step < 1:
+            raise ValueError(f"step must be >= 1, got {step}")
+        if not isinstance(getattr(model, "mean", None), Tensor):
+            raise ValueError(f"{type(self).__name__} needs the model's normalisation mean as `model.mean`, "
+                             "a (1, 3, 1, 1) tensor: 0 in normalised space is that pixel value")
+        super().__init__(model, class_mode=class_mode, chunk_size=chunk_size, **kwargs)
+        self.step = step
+
+    def schedule(self, height: int, width: int) -> Tensor:
+        pixels = height * width
+        num_steps = -(-pixels // self.step)
+        return (torch.arange(num_steps + 1) * self.step).clamp(max=pixels)
+
+    def schedule_x(self, num_points: int) -> Tensor:
+        return torch.arange(num_points, dtype=torch.float64) / (num_points - 1)
+
+    def normalised_zero(self, images: Tensor) -> Tensor:
+        return self.model.mean.to(images.device, images.dtype).reshape(1, -1, 1, 1)
+
+    def scored_classes(self, images: Tensor, labels: Tensor) -> Tensor:
+        return self._forward_chunked(images).argmax(-1)
+
+
+class DeletionRISE(RISECurve):
+    """RISE deletion: from x, set the most salient pixels to normalised 0; lower is better."""
+
+    name = "del_rise"
+    description = ("RISE deletion: top-1 probability, salient pixels set to normalised 0 "
+                   "(AUC in [0, 1], lower is better)")
+    higher_is_better = False
+
+    def endpoints(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return images, self.normalised_zero(images)
+
+
+class InsertionRISE(RISECurve):
+    """RISE insertion: from a blur of x, put the most salient pixels back; higher is better.
+
+    The blur is RISE's: `rise_blur_kernel()` per channel with zero padding 5 *in normalised
+    space*, i.e. conv(x − mean) + mean in pixel space, so borders fade to the mean colour.
+    """
+
+    name = "ins_rise"
+    description = ("RISE insertion: top-1 probability, salient pixels restored into a blur "
+                   "(AUC in [0, 1], higher is better)")
+    higher_is_better = True
+
+    def endpoints(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        zero = self.normalised_zero(images)
+        channels = images.shape[1]
+        kernel = rise_blur_kernel().to(images.device, images.dtype).expand(channels, 1, -1, -1)
+        blurred = F.conv2d(images - zero, kernel, padding=kernel.shape[-1] // 2, groups=channels) + zero
+        return blurred, images
+
+
+def per_image_auc(model: nn.Module, images: Tensor, saliency: Tensor, labels: Tensor, kind: str = "pos",
+                  **kwargs: Any) -> Tensor:
+    """Per-image AUCs (B,) of one perturbation metric (`kind`: its name, e.g. "pos"), batched.
+
+    For per-instance selection (LTX finetuning scores each step's map with POS); `kwargs` go
+    to the metric's constructor (e.g. `chunk_size`). The result is an ordinary tensor.
+    """
+    metric = PERTURBATION_METRICS.get(kind)
+    if metric is None:
+        raise ValueError(f"unknown perturbation metric {kind!r}: choose one of "
+                         f"{sorted(PERTURBATION_METRICS)}")
+    return metric(model, **kwargs).per_image(images, saliency, labels)
+
+
+PERTURBATION_METRICS: dict[str, type[PerturbationCurve]] = {
+    cls.name: cls for cls in (PositivePerturbation, NegativePerturbation, Insertion, Deletion,
+                              InsertionRISE, DeletionRISE)
+}
