@@ -73,8 +73,12 @@ def ensure_blackbox(cfg: DictConfig, name: str, spec: DictConfig, datamodule: L.
     if spec.get("train") is None:
         raise ValueError(f"backbone {name} has weights=train but no train recipe; choose weights from "
                          f"{WEIGHT_SOURCES} or a checkpoint path.")
+    # The key covers the config, the architecture as built and the data as generated, so a code
+    # change to either trains a new black box instead of silently reusing a stale one.
     data_id = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in LOADER_KEYS}
-    key = cache_key(OmegaConf.to_container(spec, resolve=True), {**data_id, "class": cfg.data._target_})
+    first = datamodule.train_set[0]["image"]
+    data_id.update({"class": cfg.data._target_, "fingerprint": f"{float(first.double().sum()):.6f}"})
+    key = cache_key({**OmegaConf.to_container(spec, resolve=True), "architecture": repr(network)}, data_id)
     path = Path(cfg.paths.cache_dir) / "blackboxes" / f"{name}-{key}.safetensors"
     if path.is_file():
         log.info("black box %s: cached weights %s", name, path)
@@ -82,7 +86,7 @@ def ensure_blackbox(cfg: DictConfig, name: str, spec: DictConfig, datamodule: L.
         return explained
     log.info("black box %s: training on %s (%d epochs), will cache to %s", name, cfg.data._target_,
              spec.train.epochs, path)
-    module = ClassifierModule(explained, lr=spec.train.lr, weight_decay=spec.train.weight_decay)
+    module = ClassifierModule(explained, lr=spec.train.lr, weight_decay=spec.train.weight_decay).train()
     train = _loader(datamodule.train_set, spec.train.batch_size, shuffle=True, seed=cfg.seed)
     val = _loader(datamodule.val_set, 256)
     make_trainer(cfg, max_epochs=spec.train.epochs).fit(module, train, val)
@@ -116,9 +120,12 @@ def pretrain_explainer(cfg: DictConfig, run_dir: Path, name: str, explained: Exp
     p = cfg.pretrain
     module = PretrainModule(explained, explainer, masking, instantiate(cfg.loss), class_mode=class_mode,
                             lr=p.lr, weight_decay=p.weight_decay, warmup_fraction=p.warmup_fraction,
-                            val_pos=create_metric("pos", explained) if p.monitor == "val/pos" else None)
-    train = seeded_subset(datamodule.train_set, num_samples=p.num_train, seed=cfg.seed)
-    val = seeded_subset(datamodule.val_set, num_samples=p.num_val, seed=cfg.seed)
+                            val_pos=create_metric("pos", explained) if p.monitor == "val/pos" else None).train()
+    per_class = p.get("per_class")
+    train = seeded_subset(datamodule.train_set, num_samples=None if per_class else p.num_train,
+                          per_class=per_class, seed=cfg.seed)
+    val = seeded_subset(datamodule.val_set, num_samples=None if per_class else p.num_val,
+                        per_class=per_class, seed=cfg.seed)
     ckpt_dir = run_dir / "checkpoints" / name / class_mode
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=p.monitor, mode="min", save_top_k=1, save_last=True,
                                  filename="best")
@@ -155,6 +162,11 @@ def instance_ids(dataset: Subset) -> list[int]:
     return [getattr(base, "offset", 0) + int(i) for i in dataset.indices]
 
 
+def method_setting(method_cfg: DictConfig) -> str:
+    """A method's knobs as one line ("steps=25 select_by=last"), recorded with its maps and results."""
+    return " ".join(f"{k}={v}" for k, v in method_cfg.items() if not str(k).startswith("_"))
+
+
 def build_method(method_cfg: DictConfig, context: dict[str, Any]) -> L.LightningModule:
     """Instantiate a method config with what it asks for from `context` (the explained model, the
     pretrained explainer, ...); plain methods are wrapped so they run under `trainer.predict` too."""
@@ -171,6 +183,9 @@ def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: Ex
                       explainers: dict[str, tuple[Explainer, Masking]], instances: Subset) -> None:
     ids = instance_ids(instances)
     for method_name, method_cfg in cfg.method.items():
+        if "_target_" not in method_cfg:
+            log.warning("method.%s has settings but is not selected (no _target_): ignored", method_name)
+            continue
         for class_mode in cfg.class_modes:
             key = MapKey(name, method_name, class_mode)
             done = store.done(key)
@@ -187,7 +202,7 @@ def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: Ex
                 log.info("maps %s: skipped (%s)", key, err)
                 break
             log.info("maps %s: %d instances (%d already saved)", key, len(todo), len(ids) - len(todo))
-            writer = MapWriter(store, key, getattr(module, "setting", ""))
+            writer = MapWriter(store, key, method_setting(method_cfg))
             trainer = make_trainer(cfg, callbacks=[writer], inference_mode=False)
             trainer.predict(module, _loader(Subset(instances, todo), cfg.explain.batch_size),
                             return_predictions=False)

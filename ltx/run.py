@@ -1,15 +1,49 @@
 """`python -m ltx.run [overrides]`: compose the config, run the pipeline, return the sweep metric.
 
-Thin on purpose (as in lightning-hydra-template): everything happens in `ltx.pipeline`.
+Thin on purpose (as in lightning-hydra-template): everything happens in `ltx.pipeline`. Errors
+the user can fix (a missing dataset, checkpoint or config value) end the run with one line that
+says what to do, not a stack trace; `LTX_DEBUG=1` shows the trace.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
 import hydra
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+
+log = logging.getLogger("ltx")
+
+#: Exceptions whose message is written for the user (they name the problem and the fix).
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, PermissionError, ValueError, MissingMandatoryValue)
+
+
+def report_user_errors(func):
+    """Turn user-fixable errors into one log line and exit code 1 (full trace with LTX_DEBUG=1)."""
+
+    def wrapped(cfg: DictConfig):
+        try:
+            return func(cfg)
+        except USER_ERRORS as err:
+            if os.environ.get("LTX_DEBUG"):
+                raise
+            message = str(err)
+            if isinstance(err, MissingMandatoryValue):
+                key = getattr(err, "full_key", None) or "the key"
+                message = f"{message.splitlines()[0]}: set it on the command line ({key}=...), see its config file"
+            log.error("%s: %s", type(err).__name__, message)
+            print(f"error: {message}\n(set LTX_DEBUG=1 for the full traceback)", file=sys.stderr)
+            sys.exit(1)
+
+    wrapped.__name__, wrapped.__doc__ = func.__name__, func.__doc__
+    return wrapped
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@report_user_errors
 def main(cfg: DictConfig) -> float | None:
     from ltx.pipeline import run_pipeline  # heavy imports after Hydra has parsed the command line
 

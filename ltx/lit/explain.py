@@ -18,10 +18,6 @@ class ExplainModule(L.LightningModule):
         self.explained = method.model
         self.class_mode = class_mode
 
-    @property
-    def setting(self) -> str:
-        return getattr(self.method, "setting", "")
-
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int = 0) -> dict[str, Any]:
         images = batch["image"]
         classes = self.explained.classes_to_explain(images, batch["label"], self.class_mode)

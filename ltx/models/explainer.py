@@ -99,6 +99,11 @@ class CNNExplainer(Explainer):
                 nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
                 nn.Conv2d(decoder_width // 2, 1, 1),
             )
+        # Start every mask at 0.5: on un-normalised trunk features a randomly initialised last
+        # layer gives huge logits, a saturated sigmoid and no gradient (the explainer never learns).
+        last = self.decoder if isinstance(self.decoder, nn.Conv2d) else self.decoder[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
         self.freeze_norm = freeze_norm
 
     def train(self, mode: bool = True) -> CNNExplainer:

@@ -46,3 +46,13 @@ def test_unknown_options_name_the_choices():
         build_explainer(tiny_explained("ltx_shapes_vit"), init="imagenet")
     with pytest.raises(ValueError, match="bilinear.*learned"):
         build_explainer(tiny_explained("ltx_shapes_resnet"), decoder="deconv")
+
+
+def test_cnn_masks_start_at_one_half_so_gradients_flow():
+    """A random last layer on un-normalised trunk features saturates the sigmoid: no learning."""
+    explainer = build_explainer(tiny_explained("ltx_shapes_resnet"))
+    images = torch.rand(2, 3, 64, 64) * 4
+    masks = explainer(images)
+    assert torch.allclose(masks.coarse, torch.full_like(masks.coarse, 0.5))
+    masks.mask.sum().backward()
+    assert explainer.decoder.weight.grad.abs().sum() > 0
