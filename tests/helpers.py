@@ -30,5 +30,8 @@ TINY = [
     "backbone.shapes_vit.train.epochs=1", "backbone.shapes_resnet.train.epochs=1",
     "pretrain.num_train=64", "pretrain.num_val=32", "pretrain.epochs=1", "pretrain.batch_size=32",
     "explain.num_images=8", "explain.batch_size=4", "explain.grid_images=2",
-    "method.ltx.steps=2", "trainer.enable_progress_bar=false",
+    # LTX three ways, a gradient baseline, a ViT-only one (skipped on the CNN), random: each baseline
+    # has its own unit tests, this checks the run wires every kind.
+    "method=[ltx,ltx_sel,ltx_pretrained,gradcam,rollout,random]",
+    "method.ltx.steps=2", "method.ltx_sel.steps=2", "trainer.enable_progress_bar=false",
 ]

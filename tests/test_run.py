@@ -31,14 +31,29 @@ def test_default_run_end_to_end(tmp_path, cache_dir):
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["backbone"] for r in rows} == {"shapes_vit", "shapes_resnet"}
-    assert {r["method"] for r in rows} >= {"ltx", "ltx_pretrained", "random"}
+    methods = {(r["backbone"], r["method"]) for r in rows}
+    assert {m for b, m in methods if b == "shapes_vit"} == {"ltx", "ltx_sel", "ltx_pretrained", "gradcam", "rollout",
+                                                             "random"}
+    assert ("shapes_resnet", "rollout") not in methods  # ViT-only: skipped with a log line, not an error
     assert {r["class_mode"] for r in rows} == {"predicted", "target"}
-    assert {"pointing_game", "gt_auroc"} <= {r["metric"] for r in rows}
+    assert {r["metric"] for r in rows} == {"pos", "neg", "ins", "del", "pointing_game", "energy_pointing_game",
+                                           "gt_auroc"}
     assert all(math.isfinite(float(r["value"])) for r in rows)
     assert "results written to" in proc.stderr + proc.stdout
     assert "| ltx |" in (out / "results.md").read_text()
+    # saved maps re-evaluated with another suite, no map recomputed
+    before = {p: p.stat().st_mtime_ns for p in (out / "maps").rglob("*.safetensors")}
+    env = {**os.environ, "LTX_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, "-m", "ltx.evaluate", f"run_dir={out}", "eval=paper"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "results.csv") as f:
+        assert {r["metric"] for r in csv.DictReader(f)} == {"pos", "neg", "ins", "del"}
+    assert before == {p: p.stat().st_mtime_ns for p in (out / "maps").rglob("*.safetensors")}
+    assert "gt_auroc" in (out / ".hydra" / "config.yaml").read_text()  # the run's own config is untouched
     # black boxes are cached: a second run (other output dir) trains nothing
-    again = run_ltx([*TINY, f"hydra.run.dir={tmp_path / 'again'}", "backbone=shapes_vit", "method=[random]"],
+    vit_only = [a for a in TINY if not a.startswith(("backbone.shapes_resnet", "method."))]
+    again = run_ltx([*vit_only, f"hydra.run.dir={tmp_path / 'again'}", "backbone=shapes_vit", "method=[random]"],
                     cache_dir)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "cached weights" in again.stderr + again.stdout

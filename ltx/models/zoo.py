@@ -80,10 +80,14 @@ def ltx_shapes_resnet(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 
 def _check_model_name(name: str) -> None:
-    if name not in timm.list_models():
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
+    """Fail early on an unknown timm architecture; a pretrained tag (`name.tag`) is timm's business."""
+    arch = name.partition(".")[0]
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.5)
         hint = f" Closest timm names: {', '.join(close)}." if close else ""
-        raise ValueError(f"unknown model {name!r} (backbone.name).{hint} `timm.list_models('*vit*')` lists them.")
+        family = arch.split("_")[0]
+        raise ValueError(f"unknown model {name!r} (backbone.name).{hint} "
+                         f"`timm.list_models('{family}*')` lists the {family} models.")
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:

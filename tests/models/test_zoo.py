@@ -35,6 +35,14 @@ def test_wrong_image_size_is_a_clear_error():
 def test_unknown_model_suggests_close_names():
     with pytest.raises(ValueError, match="vit_base_patch16_224"):
         create_network("vit_bse_patch16_224", num_classes=10)
+    with pytest.raises(ValueError, match="resnet101"):
+        create_network("resnet1010.tv_in1k", num_classes=10)
+
+
+def test_pretrained_tags_are_accepted():
+    """The paper's weights are named with a tag: vit_base_patch16_224.orig_in21k_ft_in1k."""
+    network = create_network("resnet18.tv_in1k", num_classes=3)
+    assert network.num_classes == 3
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
