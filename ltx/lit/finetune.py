@@ -57,11 +57,6 @@ class FinetuneModule(L.LightningModule):
         self.stop_below = stop_below
         self.scope = scope
 
-    @property
-    def setting(self) -> str:
-        """How the maps were made, recorded beside the results."""
-        return f"steps={self.steps} lr={self.lr:g} select_by={self.select_by} scope={self.scope}"
-
     def _is_tuned(self, name: str, param: torch.nn.Parameter) -> bool:
         if not param.requires_grad:
             return False
