@@ -51,11 +51,17 @@ class Explainer(nn.Module):
     def coarse_logits(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, images: torch.Tensor) -> Masks:
-        features = self.backbone.forward_features((images - self.mean) / self.std)
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features((images - self.mean) / self.std)
+
+    def decode(self, features: torch.Tensor, size: tuple[int, int]) -> Masks:
+        """Backbone features → masks at `size`; separate so finetuning can reuse frozen features."""
         coarse = torch.sigmoid(self.coarse_logits(features))
-        mask = F.interpolate(coarse, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        mask = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
         return Masks(mask, coarse)
+
+    def forward(self, images: torch.Tensor) -> Masks:
+        return self.decode(self.features(images), tuple(images.shape[-2:]))
 
 
 class ViTExplainer(Explainer):

@@ -55,9 +55,13 @@ def test_head_scope_tunes_only_the_head():
     assert tuned and all(n.startswith("head.") for n in tuned)
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(steps=-1), "steps"), (dict(lr=0.0), "lr"),
-                                           (dict(select_by="best"), "last, loss|'last'"),
-                                           (dict(scope="lora"), "scope")])
+@pytest.mark.parametrize("kwargs, match", [({"steps": -1}, "steps"), ({"lr": 0.0}, "lr"),
+                                           ({"select_by": "best"}, "last, loss|'last'"),
+                                           ({"scope": "lorax"}, "scope"), ({"lora_rank": 0}, "lora_rank"),
+                                           ({"instance_batch_size": 0}, "instance_batch_size"),
+                                           ({"instance_batch_size": "max"}, "instance_batch_size"),
+                                           ({"memory_budget": 0.0}, "memory_budget"),
+                                           ({"precision": "fp8"}, "precision"), ({"compile": "yes"}, "compile")])
 def test_bad_settings_fail_early(kwargs, match):
     from tests.helpers import tiny_explained
 
@@ -73,3 +77,161 @@ def test_finetuning_works_where_grad_is_off():
     with torch.no_grad():
         out = module.finetune(torch.rand(1, 3, 64, 64), torch.tensor([3]))
     assert out["step"].item() == 2
+
+
+# --- scopes, instance batching, precision, compile --------------------------------------------------
+
+def _one_by_one(module: FinetuneModule, images: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
+    alone = [module.finetune(images[i:i + 1], classes[i:i + 1]) for i in range(len(images))]
+    return {k: torch.cat([a[k] for a in alone]) for k in alone[0]}
+
+
+def test_lora_scope_tunes_only_adapters(explained):
+    from ltx.models.lora import LORA_PARAMS
+
+    module = _module(explained, scope="lora", lora_rank=4)
+    plan = module._plan(torch.device("cpu"))
+    assert plan.tuned and all(name.rpartition(".")[2] in LORA_PARAMS for name in plan.tuned)
+    assert not any(module._is_tuned(n, p) for n, p in module.explainer.named_parameters())
+    # the frozen weights are the explainer's own tensors, shared by every instance, not copies
+    weights = dict(module.explainer.named_parameters())
+    assert all(plan.shared[n].data_ptr() == p.data_ptr() for n, p in weights.items())
+    # adapters on the trainable layers only: the frozen ViT patch embedding gets none
+    assert not any(n.startswith("backbone.patch_embed") for n in plan.tuned)
+
+
+def test_lora_scope_finetunes_instance_batched_like_one_by_one(explained):
+    images, classes = torch.rand(3, 3, 64, 64), torch.tensor([1, 2, 7])
+    module = _module(explained, scope="lora", lora_rank=4, steps=3, lr=1e-2, select_by="loss")
+    together = module.finetune(images, classes)
+    alone = _one_by_one(module, images, classes)
+    assert torch.allclose(together["maps"], alone["maps"], atol=1e-5)
+    assert torch.equal(together["step"], alone["step"])
+    pretrained = _module(explained, scope="lora", steps=0).finetune(images, classes)
+    assert (together["maps"] - pretrained["maps"]).abs().max() > 1e-3  # the adapters did change the maps
+    assert (together["loss"] < pretrained["loss"]).all()
+
+
+def test_lora_starts_from_the_pretrained_map_and_leaves_the_explainer_untouched(explained):
+    images, classes = torch.rand(2, 3, 64, 64), torch.tensor([0, 1])
+    plain = _module(explained, steps=0).finetune(images, classes)
+    module = _module(explained, scope="lora", steps=0)
+    assert torch.allclose(module.finetune(images, classes)["maps"], plain["maps"], atol=1e-6)
+    keys = set(module.state_dict())
+    before = {k: v.clone() for k, v in module.explainer.state_dict().items()}
+    module.steps = 2
+    module.finetune(images, classes)
+    assert all(torch.equal(before[k], v) for k, v in module.explainer.state_dict().items())
+    assert set(module.state_dict()) == keys  # adapters are not saved with the module
+
+
+def test_head_scope_with_shared_backbone_features_equals_the_plain_vmap_path(explained):
+    images, classes = torch.rand(3, 3, 64, 64), torch.tensor([3, 4, 5])
+    shared = _module(explained, scope="head", steps=3, lr=1e-2, select_by="loss")
+    assert shared._plan(torch.device("cpu")).from_features
+    plain = _module(explained, scope="head", steps=3, lr=1e-2, select_by="loss")
+    plain.share_backbone_features = False
+    assert not plain._plan(torch.device("cpu")).from_features
+    a, b = shared.finetune(images, classes), plain.finetune(images, classes)
+    assert torch.allclose(a["maps"], b["maps"], atol=1e-5)
+    assert torch.allclose(a["loss"], b["loss"], atol=1e-5)
+    assert torch.allclose(a["maps"], _one_by_one(shared, images, classes)["maps"], atol=1e-5)
+
+
+def test_instance_batch_size_splits_without_changing_the_maps():
+    from tests.helpers import tiny_explained
+
+    explained = tiny_explained("ltx_shapes_resnet")
+    images, classes = torch.rand(5, 3, 64, 64), torch.tensor([0, 1, 2, 3, 4])
+    together = _module(explained, steps=2).finetune(images, classes)
+    split = _module(explained, steps=2, instance_batch_size=2).finetune(images, classes)
+    assert torch.allclose(together["maps"], split["maps"], atol=1e-5)
+
+
+def test_auto_instance_batch_size_fits_the_memory_budget():
+    from tests.helpers import tiny_explained
+
+    images, classes = torch.rand(2, 3, 64, 64), torch.tensor([0, 1])
+    module = _module(tiny_explained("ltx_shapes_vit"), steps=1, instance_batch_size="auto")
+    assert module.probe_instance_batch_size(images, classes, budget=2**40, cap=8) == 8
+    probe = dict(module.auto_probe)
+    assert probe["per_instance"] > 0
+    # room for 5.5 instances beyond the fixed part: the largest power of two below is 4
+    budget = int(probe["fixed"] + 5.5 * probe["per_instance"])
+    assert module.probe_instance_batch_size(images, classes, budget=budget) == 4
+    # a budget too small for even one instance still finetunes, one at a time
+    tiny = _module(tiny_explained("ltx_shapes_vit"), steps=1, instance_batch_size="auto", memory_budget=1e-6)
+    out = tiny.finetune(images, classes)
+    assert tiny.resolve_instance_batch_size(images, classes) == 1 and out["maps"].shape == (2, 64, 64)
+    assert tiny.auto_probe["instance_batch_size"] == 1
+
+
+def test_bf16_autocast_gives_maps_close_to_float32(explained):
+    images, classes = torch.rand(2, 3, 64, 64), torch.tensor([2, 6])
+    fp32 = _module(explained, steps=2, lr=1e-3).finetune(images, classes)
+    bf16 = _module(explained, steps=2, lr=1e-3, precision="bf16").finetune(images, classes)
+    assert bf16["maps"].dtype == torch.float32
+    assert (bf16["maps"] - fp32["maps"]).abs().max() < 0.05
+    assert torch.allclose(bf16["loss"], fp32["loss"], rtol=0.05)
+
+
+def test_auto_precision_and_compile_are_off_on_cpu():
+    from tests.helpers import tiny_explained
+
+    explained = tiny_explained("ltx_shapes_resnet")
+    images, classes = torch.rand(2, 3, 64, 64), torch.tensor([0, 5])
+    plain = _module(explained, steps=1).finetune(images, classes)
+    auto = _module(explained, steps=1, precision="auto", compile="auto").finetune(images, classes)
+    assert torch.equal(plain["maps"], auto["maps"])
+
+
+def test_compiled_finetuning_gives_the_eager_maps(monkeypatch):
+    """Dynamo + AOTAutograd through vmap(functional_call) and the loss, forward and backward.
+
+    The `aot_eager` backend traces exactly what inductor would compile but skips its C++ code
+    generation, which takes over a minute per model on 2 CPU cores (see the inductor test below)."""
+    import functools
+
+    from tests.helpers import tiny_explained
+
+    explained = tiny_explained("ltx_shapes_resnet")
+    images, classes = torch.rand(2, 3, 64, 64), torch.tensor([1, 6])
+    eager = _module(explained, steps=2, lr=1e-2).finetune(images, classes)
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    module = _module(explained, steps=2, lr=1e-2, compile=True)
+    compiled = module.finetune(images, classes)
+    assert module.compile is True  # it did not fall back
+    assert torch.allclose(compiled["maps"], eager["maps"], atol=1e-5)
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("LTX_TEST_INDUCTOR"),
+                    reason="inductor's C++ compilation takes ~70 s per model on 2 CPU cores; set LTX_TEST_INDUCTOR=1")
+def test_inductor_compiled_finetuning_gives_the_eager_maps():
+    from tests.helpers import tiny_explained
+
+    explained = tiny_explained("ltx_shapes_vit")
+    images, classes = torch.rand(2, 3, 64, 64), torch.tensor([1, 6])
+    eager = _module(explained, steps=2, lr=1e-2).finetune(images, classes)
+    module = _module(explained, steps=2, lr=1e-2, compile=True)
+    compiled = module.finetune(images, classes)
+    assert module.compile is True
+    assert torch.allclose(compiled["maps"], eager["maps"], atol=1e-4)
+
+
+def test_a_failing_compile_falls_back_to_eager_with_a_warning(monkeypatch):
+    from tests.helpers import tiny_explained
+
+    def broken(fn, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("no compiler here")
+        return run
+
+    explained = tiny_explained("ltx_shapes_resnet")
+    images, classes = torch.rand(2, 3, 64, 64), torch.tensor([1, 6])
+    eager = _module(explained, steps=2).finetune(images, classes)
+    monkeypatch.setattr(torch, "compile", broken)
+    module = _module(explained, steps=2, compile=True)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        out = module.finetune(images, classes)
+    assert module.compile is False
+    assert torch.allclose(out["maps"], eager["maps"], atol=1e-6)
