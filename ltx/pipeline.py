@@ -2,25 +2,41 @@
 
 black boxes (trained once, cached) → explainer pretraining per class mode → maps of every method
 → evaluation → report. A stage whose output is already in the run directory is skipped, so a
-killed run restarted with the same `hydra.run.dir` resumes where it stopped.
+killed run restarted with the same `hydra.run.dir` resumes where it stopped; every stage seeds
+itself (`seed_stage`), so the resumed run ends with the numbers of an uninterrupted one.
+
+Several processes (`trainer=ddp`, `trainer=ddp_cpu`): Lightning's `ddp` strategy relaunches this
+command once per extra rank at the first trainer call (torchrun / SLURM start the ranks
+themselves), and from then on every rank runs every stage in step. Pretraining splits each batch
+over the ranks (`train_loader`); maps are made under `trainer.predict`, whose unrepeated
+distributed sampler gives each rank every W-th instance, written per rank; evaluation shards the
+instances the same way and syncs the torchmetrics; rank 0 alone writes results and reports.
+`ddp_spawn` / `ddp_fork` are refused: they run only the trainer calls in their processes (and
+spawn re-imports everything per call), so the sharded evaluation would have no process group.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import zlib
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
+import torch.distributed as dist
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 from torchmetrics import Metric
 
 from ltx.data import seeded_subset
@@ -34,12 +50,15 @@ from ltx.models.explained import ExplainedModel
 from ltx.models.explainer import Explainer
 from ltx.models.zoo import WEIGHT_SOURCES, cache_key, create_network, load_weights, wrap
 from ltx.methods.base import MethodNotApplicable
-from ltx.report import write_report
-from ltx.store import MapKey, MapStore, save_tensors, write_json, write_results
+from ltx.progress import track
+from ltx.report import log_results, write_report
+from ltx.store import (MapKey, MapStore, metric_key_parts, metric_values, save_tensors, write_json,
+                       write_results)
 
 log = logging.getLogger(__name__)
 
 LOADER_KEYS = ("batch_size", "num_workers", "_target_")
+T = TypeVar("T")
 
 
 def make_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
@@ -52,9 +71,106 @@ def make_loggers(cfg: DictConfig, name: str) -> list:
     return [instantiate(conf, **({"name": name} if "name" in conf else {})) for conf in cfg.get("logger", {}).values()]
 
 
-def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+def _loader(dataset: Dataset, batch_size: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size)
+
+
+def seed_stage(cfg: DictConfig, *names: str) -> int:
+    """Seed every RNG for one stage from the run's seed and the stage's names: a stage's result then
+    does not depend on which stages ran before it in this process or were reused from disk."""
+    seed = (int(cfg.seed) * 1_000_003 + zlib.crc32("/".join(names).encode())) % 2**31
+    L.seed_everything(seed, workers=True, verbose=False)
+    return seed
+
+
+def train_loader(trainer: L.Trainer, dataset: Dataset, batch_size: int, seed: int) -> DataLoader:
+    """Shuffled batches of `batch_size` images in all, split over the trainer's processes.
+
+    Epoch e visits DistributedSampler's permutation `randperm(n, seed + e)` for any number of
+    processes W: one process gets a one-replica DistributedSampler; under DDP Lightning swaps the
+    RandomSampler for a DistributedSampler seeded with PL_GLOBAL_SEED, which `seed_stage` sets to
+    `seed`. Rank r's batch k is then every W-th image of the one-process batch k, and DDP's gradient
+    average is the one-process gradient: the same training on 1 or W devices (n divisible by W).
+    `batch_size` is a multiple of W (`check_processes`).
+    """
+    world_size = trainer.world_size
+    if world_size == 1:
+        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
+    else:
+        sampler = RandomSampler(dataset)
+    return DataLoader(dataset, batch_size=batch_size // world_size, sampler=sampler)
+
+
+# --- processes --------------------------------------------------------------------------------------
+
+def world() -> tuple[int, int]:
+    """(rank, number of processes): (0, 1) without DDP and before the first distributed trainer call."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def rank_zero_view(value: T) -> T:
+    """Rank 0's `value` on every rank. What a stage finds saved decides which trainer calls it makes,
+    and every rank must make the same calls (they synchronise), so rank 0's reading of the run
+    directory is the one all ranks follow."""
+    if world()[1] == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        dist.barrier()
+
+
+def check_processes(cfg: DictConfig, trainer: L.Trainer, num_instances: int) -> None:
+    """Refuse, before any work, a process set-up the pipeline cannot run (see the module docstring)."""
+    world_size = trainer.world_size
+    if world_size == 1:
+        return
+    launcher = trainer.strategy.launcher
+    if isinstance(launcher, _MultiProcessingLauncher):
+        raise ValueError(f"trainer.strategy={cfg.trainer.get('strategy')} runs only the trainer calls in "
+                         "its processes, but every stage of the pipeline runs on every rank: set "
+                         "trainer.strategy=ddp.")
+    relaunches = launcher is not None and not launcher.cluster_environment.creates_processes_externally
+    if relaunches and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ValueError("trainer.strategy=ddp relaunches this command once per rank, which a Hydra "
+                         "multirun cannot do: run each job on its own (python -m ltx.run ...) or use one "
+                         "process per job.")
+    if num_instances < world_size:
+        raise ValueError(f"{num_instances} instances cannot be shared by {world_size} processes: set "
+                         f"explain.num_images >= {world_size} or fewer trainer.devices.")
+    for key in ("pretrain.batch_size", *(f"backbone.{name}.train.batch_size" for name in cfg.backbone)):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value % world_size:
+            raise ValueError(f"{key}={value} is the batch in all, split over {world_size} processes: "
+                             f"make it a multiple of {world_size}.")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """What the stages cannot check before hours of work: the loss and masking settings (built once,
+    cheaply, so a bad value fails now), `pretrain.explainer_from` is a backbone of the run, and
+    `optimized_metric` names a result the run makes."""
+    instantiate(cfg.loss), instantiate(cfg.masking)
+    source = cfg.pretrain.get("explainer_from")
+    if source is not None and source not in cfg.backbone:
+        raise ValueError(f"pretrain.explainer_from={source} is not a backbone of this run: choose one of "
+                         f"{list(cfg.backbone)} or null.")
+    key = cfg.get("optimized_metric")
+    if not key:
+        return
+    parts = metric_key_parts(key)
+    methods = [m for m, conf in cfg.method.items() if "_target_" in conf]
+    choices = {"backbone": list(cfg.backbone), "method": methods, "class_mode": list(cfg.class_modes),
+               "metric": list(cfg.eval.metrics)}
+    for part, value in parts.items():
+        if value is not None and value not in choices[part]:
+            raise ValueError(f"optimized_metric={key}: {part} {value!r} is not in this run "
+                             f"({choices[part]}).")
 
 
 # --- stage 1: the explained models ---------------------------------------------------------------
@@ -80,18 +196,20 @@ def ensure_blackbox(cfg: DictConfig, name: str, spec: DictConfig, datamodule: L.
     data_id.update({"class": cfg.data._target_, "fingerprint": f"{float(first.double().sum()):.6f}"})
     key = cache_key({**OmegaConf.to_container(spec, resolve=True), "architecture": repr(network)}, data_id)
     path = Path(cfg.paths.cache_dir) / "blackboxes" / f"{name}-{key}.safetensors"
-    if path.is_file():
+    if rank_zero_view(path.is_file()):
         log.info("black box %s: cached weights %s", name, path)
         load_weights(network, path)
         return explained
     log.info("black box %s: training on %s (%d epochs), will cache to %s", name, cfg.data._target_,
              spec.train.epochs, path)
+    seed = seed_stage(cfg, "blackbox", name)
     module = ClassifierModule(explained, lr=spec.train.lr, weight_decay=spec.train.weight_decay).train()
-    train = _loader(datamodule.train_set, spec.train.batch_size, shuffle=True, seed=cfg.seed)
-    val = _loader(datamodule.val_set, 256)
-    make_trainer(cfg, max_epochs=spec.train.epochs).fit(module, train, val)
+    trainer = make_trainer(cfg, max_epochs=spec.train.epochs)
+    trainer.fit(module, train_loader(trainer, datamodule.train_set, spec.train.batch_size, seed),
+                _loader(datamodule.val_set, 256))
     explained.train(False).requires_grad_(False)
-    save_tensors(path, network.state_dict(), metadata={"model": spec.name})
+    if trainer.is_global_zero:
+        save_tensors(path, network.state_dict(), metadata={"model": spec.name})
     return explained
 
 
@@ -108,37 +226,46 @@ def accuracy(explained: ExplainedModel, dataset: Dataset, batch_size: int = 256)
 
 def pretrain_explainer(cfg: DictConfig, run_dir: Path, name: str, explained: ExplainedModel,
                        datamodule: L.LightningDataModule, class_mode: str) -> tuple[Explainer, Masking]:
-    """Pretrain (or reload) the explainer of one backbone and class mode; the best epoch is kept."""
+    """Pretrain (or reload) the explainer of one backbone and class mode; the best epoch is kept.
+    `pretrain.epochs=0` keeps the explainer as initialised (the no-pretraining ablation)."""
+    seed = seed_stage(cfg, "pretrain", name, class_mode)
     explainer: Explainer = instantiate(cfg.explainer)(explained)
     masking: Masking = instantiate(cfg.masking)
     path = run_dir / "explainers" / name / f"{class_mode}.safetensors"
     holder = torch.nn.ModuleDict({"explainer": explainer, "masking": masking})
-    if path.is_file():
+    ckpt_dir = run_dir / "checkpoints" / name / class_mode
+    last = ckpt_dir / "last.ckpt"
+    saved, resumable = rank_zero_view((path.is_file(), last.is_file()))
+    if saved:
         log.info("explainer %s/%s: reusing %s", name, class_mode, path)
         holder.load_state_dict(load_file(str(path)))
         return explainer, masking
     p = cfg.pretrain
-    module = PretrainModule(explained, explainer, masking, instantiate(cfg.loss), class_mode=class_mode,
-                            lr=p.lr, weight_decay=p.weight_decay, warmup_fraction=p.warmup_fraction,
-                            val_pos=create_metric("pos", explained) if p.monitor == "val/pos" else None).train()
-    per_class = p.get("per_class")
-    train = seeded_subset(datamodule.train_set, num_samples=None if per_class else p.num_train,
-                          per_class=per_class, seed=cfg.seed)
-    val = seeded_subset(datamodule.val_set, num_samples=None if per_class else p.num_val,
-                        per_class=per_class, seed=cfg.seed)
-    ckpt_dir = run_dir / "checkpoints" / name / class_mode
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=p.monitor, mode="min", save_top_k=1, save_last=True,
-                                 filename="best")
-    trainer = make_trainer(cfg, max_epochs=p.epochs, callbacks=[checkpoint], enable_checkpointing=True,
-                           logger=make_loggers(cfg, f"pretrain-{name}-{class_mode}"))
-    last = ckpt_dir / "last.ckpt"
-    trainer.fit(module, _loader(train, p.batch_size, shuffle=True, seed=cfg.seed), _loader(val, p.batch_size),
-                ckpt_path=str(last) if last.is_file() else None)
-    best = checkpoint.best_model_path or str(last)
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state, strict=False)
-    log.info("explainer %s/%s: best epoch by %s from %s", name, class_mode, p.monitor, best)
-    save_tensors(path, {k: v for k, v in holder.state_dict().items()})
+    if p.epochs == 0:
+        log.info("explainer %s/%s: not pretrained (pretrain.epochs=0), finetuned from its initialisation",
+                 name, class_mode)
+    else:
+        module = PretrainModule(explained, explainer, masking, instantiate(cfg.loss), class_mode=class_mode,
+                                lr=p.lr, weight_decay=p.weight_decay, warmup_fraction=p.warmup_fraction,
+                                val_pos=create_metric("pos", explained) if p.monitor == "val/pos" else None
+                                ).train()
+        per_class = p.get("per_class")
+        train = seeded_subset(datamodule.train_set, num_samples=None if per_class else p.num_train,
+                              per_class=per_class, seed=cfg.seed)
+        val = seeded_subset(datamodule.val_set, num_samples=None if per_class else p.num_val,
+                            per_class=per_class, seed=cfg.seed)
+        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=p.monitor, mode="min", save_top_k=1,
+                                     save_last=True, filename="best")
+        trainer = make_trainer(cfg, max_epochs=p.epochs, callbacks=[checkpoint], enable_checkpointing=True,
+                               logger=make_loggers(cfg, f"pretrain-{name}-{class_mode}"))
+        trainer.fit(module, train_loader(trainer, train, p.batch_size, seed), _loader(val, p.batch_size),
+                    ckpt_path=str(last) if resumable else None)
+        best = rank_zero_view(checkpoint.best_model_path or str(last))
+        module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"],
+                               strict=False)
+        log.info("explainer %s/%s: best epoch by %s from %s", name, class_mode, p.monitor, best)
+    if world()[0] == 0:
+        save_tensors(path, holder.state_dict())
     return explainer, masking
 
 
@@ -188,7 +315,7 @@ def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: Ex
             continue
         for class_mode in cfg.class_modes:
             key = MapKey(name, method_name, class_mode)
-            done = store.done(key)
+            done = rank_zero_view(store.done(key))
             todo = [i for i, idx in enumerate(ids) if idx not in done]
             if not todo:
                 log.info("maps %s: all %d saved, skipping", key, len(ids))
@@ -202,8 +329,12 @@ def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: Ex
                 log.info("maps %s: skipped (%s)", key, err)
                 break
             log.info("maps %s: %d instances (%d already saved)", key, len(todo), len(ids) - len(todo))
+            seed_stage(cfg, "explain", str(key))
             writer = MapWriter(store, key, method_setting(method_cfg))
             trainer = make_trainer(cfg, callbacks=[writer], inference_mode=False)
+            # Lightning's unrepeated sampler needs an instance per rank: a resumed run with fewer
+            # left than ranks redoes a few saved ones (MapStore.load keeps one map per index).
+            todo += [i for i, idx in enumerate(ids) if idx in done][:max(trainer.world_size - len(todo), 0)]
             trainer.predict(module, _loader(Subset(instances, todo), cfg.explain.batch_size),
                             return_predictions=False)
 
@@ -231,22 +362,40 @@ class Evaluation:
 
 def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedModel, instances: Subset,
              result: Evaluation) -> None:
-    """Evaluate every saved map set of backbone `name` with the `eval` suite, into `result`."""
-    for key in [k for k in store.keys() if k.backbone == name]:
+    """Evaluate every saved map set of backbone `name` with the `eval` suite, into `result`.
+
+    Under DDP each rank evaluates every W-th instance (as `trainer.predict` shards them) and the
+    metrics sync when computed, so every rank ends with the results of all instances."""
+    rank, world_size = world()
+    shard = UnrepeatedDistributedSampler(instances, num_replicas=world_size, rank=rank, shuffle=False)
+    for key in rank_zero_view([k for k in store.keys() if k.backbone == name]):
         saved = store.load(key)
         position = {int(i): n for n, i in enumerate(saved["index"])}
         missing = [i for i in instance_ids(instances) if i not in position]
         if missing:
             log.warning("maps %s: %d instances have no map, not evaluated", key, len(missing))
             continue
+        # instances whose finetuning failed (non-finite loss) have NaN maps: counted, not evaluated
+        failed = saved.get("failed", torch.zeros(len(saved["index"]), dtype=torch.bool)).bool()
+        num_failed = int(sum(bool(failed[position[i]]) for i in instance_ids(instances)))
+        if num_failed:
+            log.warning("maps %s: %d instances failed (non-finite loss), evaluated without them", key, num_failed)
         metrics = build_metrics(cfg.eval, explained)
-        for batch in _loader(instances, cfg.eval.batch_size):
-            maps = saved["maps"][torch.tensor([position[int(i)] for i in batch["index"]])]
+        batches = DataLoader(instances, batch_size=cfg.eval.batch_size, sampler=shard)
+        for batch in track(batches, f"evaluate {key}"):
+            rows = torch.tensor([position[int(i)] for i in batch["index"]])
+            keep = ~failed[rows]
+            if not keep.any():
+                continue
+            masks = batch.get("mask")
             for metric in metrics.values():
-                metric.update(batch["image"], maps, batch["label"], gt_masks=batch.get("mask"))
-        for metric_name, metric in metrics.items():
+                metric.update(batch["image"][keep], saved["maps"][rows][keep], batch["label"][keep],
+                              gt_masks=None if masks is None else masks[keep])
+        values = {name: float(metric.compute()) for name, metric in metrics.items()}
+        for metric_name, value in {**values, **({"failed": float(num_failed)} if num_failed else {})}.items():
             result.rows.append(dict(backbone=key.backbone, method=key.method, class_mode=key.class_mode,
-                                    metric=metric_name, value=float(metric.compute())))
+                                    metric=metric_name, value=value))
+        for metric_name, metric in metrics.items():
             if hasattr(metric, "compute_curve"):
                 result.curves[(key.backbone, key.method, key.class_mode, metric_name)] = \
                     metric.compute_curve().tolist()
@@ -265,37 +414,64 @@ def prepare_data(cfg: DictConfig) -> tuple[L.LightningDataModule, Subset]:
 
 def evaluate_and_report(cfg: DictConfig, models: dict[str, ExplainedModel], datamodule: L.LightningDataModule,
                         instances: Subset) -> Evaluation:
-    """Evaluate all saved maps of the run directory and write results.csv, results.md and the figures."""
+    """Evaluate all saved maps of the run directory; rank 0 writes results.csv, results.md and the figures."""
     run_dir = Path(cfg.paths.output_dir)
     store = MapStore(run_dir / "maps")
     result = Evaluation()
+    writes = world()[0] == 0
+    for name, explained in models.items():
+        evaluate(cfg, store, name, explained, instances, result)
+        if writes:
+            write_results(run_dir / "results.csv", result.rows)
+    if not writes:
+        return result
     accuracies = {}
     for name, explained in models.items():
         accuracies[name] = accuracy(explained, datamodule.test_set)
         log.info("black box %s: test accuracy %.2f%%", name, 100 * accuracies[name])
-        evaluate(cfg, store, name, explained, instances, result)
-        write_results(run_dir / "results.csv", result.rows)
     info = {"blackbox_accuracy": accuracies, "settings": {str(k): store.setting(k) for k in store.keys()}}
     write_json(run_dir / "run_info.json", info)
     write_report(run_dir, result.rows, result.curves, info, store, instances, list(models),
                  num_examples=cfg.explain.grid_images)
+    log_results(make_loggers(cfg, "results"), run_dir, result.rows, result.curves, list(models))
     log.info("results written to %s", run_dir)
     return result
 
 
+def sweep_metric(cfg: DictConfig, rows: list[dict[str, Any]]) -> float | None:
+    """The value of `optimized_metric` in this run's results (what a sweeper optimises), or None."""
+    key = cfg.get("optimized_metric")
+    if not key:
+        return None
+    values = metric_values(rows)
+    if key not in values:
+        raise ValueError(f"optimized_metric={key} has no result in this run (was the method skipped for "
+                         "every backbone?): choose one of the keys in results.csv.")
+    log.info("optimized_metric %s = %.4f", key, values[key])
+    return values[key]
+
+
 def run_pipeline(cfg: DictConfig) -> float | None:
-    """All stages for every backbone; stages whose outputs exist in the run directory are skipped."""
+    """All stages for every backbone; stages whose outputs exist in the run directory are skipped.
+    Returns `optimized_metric` (None when not set)."""
+    check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
     datamodule, instances = prepare_data(cfg)
-    models = {}
-    for name, spec in cfg.backbone.items():
-        explained = models[name] = ensure_blackbox(cfg, name, spec, datamodule)
-        explainers = {mode: pretrain_explainer(cfg, run_dir, name, explained, datamodule, mode)
-                      for mode in cfg.class_modes}
-        explain_instances(cfg, MapStore(run_dir / "maps"), name, explained, explainers, instances)
-    evaluate_and_report(cfg, models, datamodule, instances)
-    return None
+    check_processes(cfg, make_trainer(cfg), len(instances))
+    models = {name: ensure_blackbox(cfg, name, spec, datamodule) for name, spec in cfg.backbone.items()}
+    store = MapStore(run_dir / "maps")
+    pretrained: dict[str, dict[str, tuple[Explainer, Masking]]] = {}
+    for name, explained in models.items():
+        # cross-architecture: every backbone explained by the explainer pretrained on `explainer_from`
+        origin = cfg.pretrain.get("explainer_from") or name
+        if origin not in pretrained:
+            pretrained[origin] = {
+                mode: pretrain_explainer(cfg, run_dir, origin, models[origin], datamodule, mode)
+                for mode in cfg.class_modes}
+        explain_instances(cfg, store, name, explained, pretrained[origin], instances)
+    barrier()  # every rank's maps are on disk before any rank reads them
+    return sweep_metric(cfg, evaluate_and_report(cfg, models, datamodule, instances).rows)
 
 
 def reevaluate(run_dir: str | Path, eval_cfg: DictConfig | None = None) -> Evaluation:

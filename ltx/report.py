@@ -1,9 +1,20 @@
-"""What a run shows a person: results.md (tables, printed at the end) and a PNG grid of maps."""
+"""What a person looks at: a run's results.md (tables, printed at the end, figures linked) and
+results.html (the same on one self-contained page, figures embedded), the PNG grids of maps and
+perturbation curves, the same sent to wandb (`logger=wandb`), and the pages of `ltx explain`
+(one PNG per explained image, an index.html).
+
+Both run reports are rendered from one outline of blocks, so the markdown and the HTML always
+say the same thing.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,54 +22,195 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import Subset  # noqa: E402
 
-from ltx.store import MapStore, atomic_write, write_json  # noqa: E402
+from ltx.store import RESULT_COLUMNS, MapStore, atomic_write, write_json  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+#: the figures of one backbone in a run directory, by caption
+FIGURES = {"perturbation curves": "curves_{}.png", "example maps": "maps_{}.png"}
 
-def _direction(metric: str) -> str:
+
+def _higher_is_better(metric: str) -> bool | None:
     from ltx.metrics import METRICS
 
     cls = METRICS.get(metric)
-    return "" if cls is None else (" ↑" if cls.higher_is_better else " ↓")
+    return None if cls is None else bool(cls.higher_is_better)
 
 
-def results_table(rows: list[dict[str, Any]], backbone: str, class_mode: str) -> str:
-    """A markdown table for one backbone and class mode: methods × metrics (↑ / ↓: better)."""
-    cells: dict[str, dict[str, float]] = defaultdict(dict)
-    metrics: list[str] = []
+@dataclass
+class Table:
+    """Methods × metrics of one backbone and class mode."""
+
+    metrics: list[str] = field(default_factory=list)
+    cells: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+
+    def header(self, metric: str) -> str:
+        """The metric's name with its direction (↑ / ↓: better)."""
+        better = _higher_is_better(metric)
+        return metric + ("" if better is None else " ↑" if better else " ↓")
+
+    def best(self, metric: str) -> float | None:
+        """The best value of a column, to highlight (None: no direction known)."""
+        better = _higher_is_better(metric)
+        values = [v[metric] for v in self.cells.values() if metric in v]
+        if better is None or not values:
+            return None
+        return max(values) if better else min(values)
+
+
+def _table(rows: list[dict[str, Any]], backbone: str, class_mode: str) -> Table:
+    table = Table()
     for row in rows:
         if row["backbone"] == backbone and row["class_mode"] == class_mode:
-            metrics += [row["metric"]] if row["metric"] not in metrics else []
-            cells[row["method"]][row["metric"]] = row["value"]
-    if not cells:
-        return ""
-    lines = ["| method | " + " | ".join(m + _direction(m) for m in metrics) + " |",
-             "|---|" + "---:|" * len(metrics)]
-    for method, values in cells.items():
-        lines.append(f"| {method} | " + " | ".join(
-            f"{values[m]:.4g}" if m in values else "–" for m in metrics) + " |")
+            table.metrics += [row["metric"]] if row["metric"] not in table.metrics else []
+            table.cells[row["method"]][row["metric"]] = row["value"]
+    return table
+
+
+def _markdown_table(table: Table) -> str:
+    """Methods × metrics as markdown, the best of each column in bold."""
+    lines = ["| method | " + " | ".join(table.header(m) for m in table.metrics) + " |",
+             "|---|" + "---:|" * len(table.metrics)]
+    for method, values in table.cells.items():
+        cells = []
+        for m in table.metrics:
+            text = f"{values[m]:.4g}" if m in values else "–"
+            cells.append(f"**{text}**" if m in values and values[m] == table.best(m) else text)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
-    parts = ["# Results", ""]
+def _html_table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(table.header(m))}</th>" for m in table.metrics)
+    body = []
+    for method, values in table.cells.items():
+        cells = []
+        for m in table.metrics:
+            best = m in values and values[m] == table.best(m)
+            text = f"{values[m]:.4g}" if m in values else "–"
+            cells.append(f"<td{' class=best' if best else ''}>{text}</td>")
+        body.append(f"<tr><th>{html.escape(method)}</th>{''.join(cells)}</tr>")
+    return f"<table><thead><tr><th>method</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+# --- the run report: one outline, two renderings ---------------------------------------------------
+
+#: ("h1" | "h2" | "h3" | "p", text) | ("table", Table) | ("figure", (caption, path))
+#: | ("code list", [(code, text)])
+Block = tuple[str, Any]
+
+
+def figures(run_dir: Path, backbone: str) -> dict[str, Path]:
+    """The figures of `backbone` that the run directory holds, by caption."""
+    paths = {caption: run_dir / name.format(backbone) for caption, name in FIGURES.items()}
+    return {caption: path for caption, path in paths.items() if path.is_file()}
+
+
+def outline(rows: list[dict[str, Any]], info: dict[str, Any],
+            figure_paths: dict[str, dict[str, Path]] | None = None) -> list[Block]:
+    """The report's blocks: per backbone its accuracy, a table per class mode, its figures; then
+    how each method's maps were made."""
+    blocks: list[Block] = [("h1", "Results")]
     modes = list(dict.fromkeys(row["class_mode"] for row in rows))
     for backbone, acc in info["blackbox_accuracy"].items():
-        parts += [f"## {backbone}", "", f"Black-box test accuracy: {100 * acc:.2f} %", ""]
+        blocks += [("h2", backbone), ("p", f"Black-box test accuracy: {100 * acc:.2f} %")]
         for mode in modes:
-            table = results_table(rows, backbone, mode)
-            if table:
-                parts += [f"### {mode} class", "", table, ""]
-    settings = info.get("settings", {})
+            table = _table(rows, backbone, mode)
+            if table.cells:
+                blocks += [("h3", f"{mode} class"), ("table", table)]
+        for caption, path in (figure_paths or {}).get(backbone, {}).items():
+            blocks += [("h3", caption), ("figure", (f"{caption}, {backbone}", path))]
+    settings = [(key, setting) for key, setting in info.get("settings", {}).items() if setting]
     if settings:
-        parts += ["## How the maps were made", ""]
-        parts += [f"- `{key}`: {setting}" for key, setting in settings.items() if setting]
+        blocks += [("h2", "How the maps were made"), ("code list", settings)]
+    return blocks
+
+
+def markdown(rows: list[dict[str, Any]], info: dict[str, Any],
+             figure_paths: dict[str, dict[str, Path]] | None = None) -> str:
+    """results.md: figures are linked by file name (they lie beside it)."""
+    parts: list[str] = []
+    for kind, content in outline(rows, info, figure_paths):
+        if kind in ("h1", "h2", "h3"):
+            parts.append("#" * int(kind[1]) + " " + content)
+        elif kind == "p":
+            parts.append(content)
+        elif kind == "table":
+            parts.append(_markdown_table(content))
+        elif kind == "figure":
+            parts.append(f"![{content[0]}]({content[1].name})")
+        else:
+            parts.append("\n".join(f"- `{code}`: {text}" for code, text in content))
         parts.append("")
     return "\n".join(parts)
+
+
+def report_html(rows: list[dict[str, Any]], info: dict[str, Any],
+                figure_paths: dict[str, dict[str, Path]], title: str = "ltx results") -> str:
+    """results.html: one page that opens anywhere, offline (figures embedded as data URIs)."""
+    parts: list[str] = []
+    for kind, content in outline(rows, info, figure_paths):
+        if kind in ("h1", "h2", "h3", "p"):
+            parts.append(f"<{kind}>{html.escape(content)}</{kind}>")
+        elif kind == "table":
+            parts.append(_html_table(content))
+        elif kind == "figure":
+            caption, path = content
+            parts.append(f'<figure><img src="{data_uri(path)}" alt="{html.escape(caption)}"></figure>')
+        else:
+            items = (f"<li><code>{html.escape(code)}</code>: {html.escape(text)}</li>"
+                     for code, text in content)
+            parts.append(f"<ul>{''.join(items)}</ul>")
+    return html_page(title, "\n".join(parts))
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+h1, h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
+th:first-child { text-align: left; } thead th { background: #f3f3f3; }
+td.best { font-weight: bold; background: #e8f5e9; }
+figure { margin: .5em 0 1.5em; } figure img { max-width: 100%; border: 1px solid #eee; }
+.meta { color: #666; font-size: .9em; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(900px, 1fr)); gap: 1em; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: .6em; }
+.card img { width: 100%; }
+"""
+
+
+def html_page(title: str, body: str) -> str:
+    """A complete HTML page with the shared style; nothing is fetched from elsewhere."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<title>{html.escape(title)}</title><meta name="viewport" content="width=device-width, '
+            f'initial-scale=1"><style>{CSS}</style></head><body>\n{body}\n</body></html>\n')
+
+
+def data_uri(path: Path) -> str:
+    """A PNG as a data URI, so a page carries its images."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def write_html_report(run_dir: Path, rows: list[dict[str, Any]], info: dict[str, Any],
+                      backbones: list[str]) -> Path:
+    """Write results.html from the results and the figures already in `run_dir`."""
+    path = run_dir / "results.html"
+    page = report_html(rows, info, {b: figures(run_dir, b) for b in backbones},
+                       title=f"ltx results: {run_dir.name}")
+    atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return path
+
+
+# --- figures -------------------------------------------------------------------------------------------
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
 
 
 def map_grid(path: Path, store: MapStore, backbone: str, instances: Subset, num_examples: int,
@@ -85,9 +237,7 @@ def map_grid(path: Path, store: MapStore, backbone: str, instances: Subset, num_
             if r == 0:
                 ax.set_title(columns[c], fontsize=8)
     fig.suptitle(f"{backbone} ({class_mode} class)", fontsize=9)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    _save(fig, path)
 
 
 def curve_plot(path: Path, curves: dict[tuple[str, str, str, str], list[float]], backbone: str) -> None:
@@ -101,24 +251,103 @@ def curve_plot(path: Path, curves: dict[tuple[str, str, str, str], list[float]],
                              squeeze=False, sharey="col")
     for (_, method, mode, metric), values in mine.items():
         ax = axes[modes.index(mode)][metrics.index(metric)]
-        x = torch.linspace(0, 1, len(values)) * (0.9 if len(values) == 10 else 1.0)
-        ax.plot(x.numpy(), values, marker="." if len(values) <= 20 else None, label=method)
+        ax.plot(_fractions(len(values)), values, marker="." if len(values) <= 20 else None, label=method)
         ax.set_title(f"{metric} ({mode})", fontsize=9)
         ax.set_xlabel("fraction perturbed", fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(backbone, fontsize=10)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    _save(fig, path)
+
+
+def _fractions(steps: int) -> list[float]:
+    """The perturbed fraction at each curve step (the paper's 10 steps: 0 %, 10 %, ..., 90 %)."""
+    return (torch.linspace(0, 1, steps) * (0.9 if steps == 10 else 1.0)).tolist()
 
 
 def write_report(run_dir: Path, rows: list[dict[str, Any]], curves: dict[tuple[str, str, str, str], list[float]],
                  info: dict[str, Any], store: MapStore, instances: Subset, backbones: list[str],
                  num_examples: int = 6) -> None:
-    text = markdown(rows, info)
-    atomic_write(run_dir / "results.md", lambda tmp: tmp.write_text(text))
+    """results.md, results.html, curves.json and each backbone's figures; the tables are printed."""
     write_json(run_dir / "curves.json", {"/".join(k): v for k, v in curves.items()})
     for backbone in backbones:
-        map_grid(run_dir / f"maps_{backbone}.png", store, backbone, instances, num_examples)
-        curve_plot(run_dir / f"curves_{backbone}.png", curves, backbone)
-    print(text, flush=True)
+        map_grid(run_dir / FIGURES["example maps"].format(backbone), store, backbone, instances, num_examples)
+        curve_plot(run_dir / FIGURES["perturbation curves"].format(backbone), curves, backbone)
+    text = markdown(rows, info, {b: figures(run_dir, b) for b in backbones})
+    atomic_write(run_dir / "results.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_html_report(run_dir, rows, info, backbones)
+    print(markdown(rows, info), flush=True)
+
+
+# --- experiment trackers ---------------------------------------------------------------------------
+
+def log_results(loggers: Sequence[Any], run_dir: Path, rows: list[dict[str, Any]],
+                curves: dict[tuple[str, str, str, str], list[float]], backbones: list[str]) -> None:
+    """Send the results to the wandb loggers among `loggers` (training losses they log themselves):
+    the metric table, the curves as a table, the figures as images, every metric in the summary.
+    The wandb run is then finished, so that the next job of a multirun starts its own."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if not isinstance(logger, WandbLogger):
+            continue
+        import wandb
+
+        run = wandb.run or logger.experiment  # the run the training stages logged to, if still open
+        curve_rows = [[*key, step, fraction, value] for key, values in curves.items()
+                      for step, (fraction, value) in enumerate(zip(_fractions(len(values)), values))]
+        payload: dict[str, Any] = {
+            "results": wandb.Table(columns=list(RESULT_COLUMNS),
+                                   data=[[r[c] for c in RESULT_COLUMNS] for r in rows]),
+            "curves": wandb.Table(columns=[*RESULT_COLUMNS[:4], "step", "fraction", "value"],
+                                  data=curve_rows),
+        }
+        for backbone in backbones:
+            for caption, path in figures(run_dir, backbone).items():
+                payload[f"{caption.replace(' ', '_')}/{backbone}"] = wandb.Image(str(path), caption=caption)
+        run.log(payload)
+        run.summary.update({"/".join(str(r[c]) for c in RESULT_COLUMNS[:4]): r["value"] for r in rows})
+        log.info("results logged to wandb run %s (%s)", run.id, run.dir)
+        run.finish()
+
+
+# --- `ltx explain`: one figure per image, an index page --------------------------------------------
+
+def explanation_figure(path: Path, image: np.ndarray, saliency: np.ndarray, title: str,
+                       top: list[tuple[str, float]], explained: str) -> None:
+    """Image, map over the image, what the mask keeps (m·x), the top classes (the explained one in colour)."""
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.1]})
+    axes[0].imshow(image)
+    axes[0].set_title(title, fontsize=9)
+    axes[1].imshow(image)
+    shown = axes[1].imshow(saliency, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.02)
+    axes[1].set_title(f"LTX map: {explained}", fontsize=9)
+    axes[2].imshow(image * saliency[..., None])
+    axes[2].set_title(f"kept by the mask (area {saliency.mean():.0%})", fontsize=9)
+    for ax in axes[:3]:
+        ax.set_xticks([]), ax.set_yticks([])
+    names, probs = zip(*top)
+    colours = ["tab:red" if name == explained else "tab:gray" for name in names]
+    bars = axes[3].barh(range(len(top)), probs, color=colours)
+    axes[3].bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+    axes[3].set_yticks(range(len(top)), [n[:28] for n in names], fontsize=8)
+    axes[3].invert_yaxis()
+    axes[3].set_xlim(0, 1)
+    axes[3].set_title("top classes (probability)", fontsize=9)
+    _save(fig, path)
+
+
+def explanations_index(path: Path, records: list[dict[str, Any]], header: str) -> None:
+    """index.html of `ltx explain`: a card per image (its figure beside the page, links to the raw maps)."""
+    cards = []
+    for r in records:
+        files = " · ".join(f'<a href="{html.escape(r[k])}">{k}</a>' for k in ("safetensors", "npy"))
+        cards.append(
+            f'<div class="card"><a href="{html.escape(r["figure"])}"><img src="{html.escape(r["figure"])}" '
+            f'alt="{html.escape(r["image"])}"></a><div><b>{html.escape(Path(r["image"]).name)}</b> '
+            f'({r["width"]}×{r["height"]}): class {r["class"]} <i>{html.escape(r["class_name"])}</i>, '
+            f'p = {r["probability"]:.3f}, mask area {r["mask_area"]:.0%}</div>'
+            f'<div class="meta">{html.escape(r["image"])} · raw map: {files}</div></div>')
+    body = (f"<h1>LTX explanations</h1><p class=meta>{html.escape(header)}</p>"
+            f"<div class=cards>{''.join(cards)}</div>")
+    atomic_write(path, lambda tmp: tmp.write_text(html_page("LTX explanations", body), encoding="utf-8"))

@@ -1,4 +1,5 @@
-"""`python -m ltx.run [overrides]`: compose the config, run the pipeline, return the sweep metric.
+"""`python -m ltx.run [overrides]`: compose the config, run the pipeline, return the sweep metric
+(the value of `optimized_metric` in the results, for Hydra sweepers such as conf/hparams_search).
 
 Thin on purpose (as in lightning-hydra-template): everything happens in `ltx.pipeline`. Errors
 the user can fix (a missing dataset, checkpoint or config value) end the run with one line that
@@ -12,6 +13,7 @@ import os
 import sys
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
@@ -27,8 +29,10 @@ def report_user_errors(func):
     def wrapped(cfg: DictConfig):
         try:
             return func(cfg)
-        except USER_ERRORS as err:
-            if os.environ.get("LTX_DEBUG"):
+        except (*USER_ERRORS, InstantiationException) as raised:
+            # Hydra wraps a constructor's error (e.g. a negative loss weight): report the cause.
+            err = raised.__cause__ if isinstance(raised, InstantiationException) else raised
+            if os.environ.get("LTX_DEBUG") or not isinstance(err, USER_ERRORS):
                 raise
             message = str(err)
             if isinstance(err, MissingMandatoryValue):

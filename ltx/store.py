@@ -23,6 +23,15 @@ from safetensors.torch import save_file
 RESULT_COLUMNS = ("backbone", "method", "class_mode", "metric", "value")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def atomic_write(path: Path, write: Any) -> None:
     """Call `write(tmp_path)` then rename onto `path`: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,6 +39,7 @@ def atomic_write(path: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -126,3 +136,25 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)))
+
+
+def metric_key_parts(key: str) -> dict[str, str | None]:
+    """Split a result key, `METHOD/CLASS_MODE/METRIC` (mean over the run's backbones) or
+    `BACKBONE/METHOD/CLASS_MODE/METRIC`, e.g. `ltx/predicted/neg`; backbone is None in the first."""
+    parts = str(key).split("/")
+    if len(parts) not in (3, 4) or not all(parts):
+        raise ValueError(f"result key {key!r} must be METHOD/CLASS_MODE/METRIC or "
+                         "BACKBONE/METHOD/CLASS_MODE/METRIC (e.g. ltx/predicted/neg).")
+    return dict(zip(("backbone", "method", "class_mode", "metric"), [None] * (4 - len(parts)) + parts))
+
+
+def metric_values(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Results by key (see `metric_key_parts`): every `BACKBONE/METHOD/CLASS_MODE/METRIC`, and every
+    `METHOD/CLASS_MODE/METRIC` as the mean over the backbones that have it. Used for sweeps."""
+    per_backbone: dict[str, float] = {}
+    pooled: dict[str, list[float]] = {}
+    for row in rows:
+        key = f"{row['method']}/{row['class_mode']}/{row['metric']}"
+        per_backbone[f"{row['backbone']}/{key}"] = float(row["value"])
+        pooled.setdefault(key, []).append(float(row["value"]))
+    return {**{k: sum(v) / len(v) for k, v in pooled.items()}, **per_backbone}

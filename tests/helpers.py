@@ -35,3 +35,16 @@ TINY = [
     "method=[ltx,ltx_sel,ltx_pretrained,gradcam,rollout,random]",
     "method.ltx.steps=2", "method.ltx_sel.steps=2", "trainer.enable_progress_bar=false",
 ]
+
+# The smallest end-to-end run (the sweep, DDP and resume tests): the ViT alone, one class mode, LTX
+# with one step, the paper's suite, 4 instances.
+TINY_VIT = [a for a in TINY if not a.startswith(("backbone.shapes_resnet", "method", "explain."))] + [
+    "backbone=shapes_vit", "class_modes=[predicted]", "method=[ltx]", "method.ltx.steps=1", "eval=paper",
+    "explain.num_images=4", "explain.batch_size=4", "explain.grid_images=1", "logger=[]",
+]
+
+
+def tiny_vit(*overrides: str) -> list[str]:
+    """TINY_VIT with `overrides` in place of its own values for the same keys."""
+    keys = {o.split("=", 1)[0] for o in overrides}
+    return [o for o in TINY_VIT if o.split("=", 1)[0] not in keys] + list(overrides)

@@ -63,3 +63,11 @@ def test_unknown_backbone_lists_the_choices(tmp_path, cache_dir):
     proc = run_ltx(["backbone=vit_xxl", f"hydra.run.dir={tmp_path}"], cache_dir)
     assert proc.returncode != 0
     assert "Could not find 'backbone/vit_xxl'" in proc.stderr and "shapes_resnet" in proc.stderr
+
+
+def test_a_value_out_of_range_is_one_line_without_a_traceback(tmp_path, cache_dir):
+    # Hydra wraps the constructor's ValueError in an InstantiationException: the cause is reported.
+    proc = run_ltx(["loss.mask_weight=-1", "backbone=shapes_vit", f"hydra.run.dir={tmp_path}"], cache_dir)
+    assert proc.returncode == 1
+    assert "error: loss.mask_weight must be >= 0, got -1" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,4 +1,5 @@
-"""Real images in ImageFolder (ImageNet) layout, and seeded subsets of any labelled data set.
+"""Real images: ImageFolder (ImageNet) layout, loose files / folders / globs (`ltx explain`), and
+seeded subsets of any labelled data set.
 
 Images are resized straight to image_size x image_size (bilinear, no centre crop), the paper's
 protocol: the model sees, and the explanation covers, the whole picture.
@@ -6,7 +7,9 @@ protocol: the model sees, and the explanation covers, the whole picture.
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 LAYOUT = "<root>/<class_name>/<image>.JPEG"
 
 
@@ -45,7 +48,18 @@ def load_rgb(path: str | Path) -> Image.Image:
                 image = Image.fromarray(np.clip(values * (255 / scale) + 0.5, 0, 255).astype(np.uint8), "L")
             return image.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+        raise ValueError(f"cannot read image {path}: {err}. Replace or remove the file.") from err
+
+
+def image_tensor(image: Image.Image, image_size: int) -> Tensor:
+    """(3, image_size, image_size) float pixels in [0, 1] of an RGB image, resized straight (no crop)."""
+    image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
+
+
+def _item(path: Path, image_size: int, label: Tensor, index: int) -> dict[str, Tensor]:
+    return {"image": image_tensor(load_rgb(path), image_size), "label": label,
+            "index": torch.tensor(index, dtype=torch.int64)}
 
 
 class ImageFolderDataset(Dataset):
@@ -89,9 +103,52 @@ class ImageFolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
-        image = load_rgb(self.paths[i]).resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
-        return {"image": pixels, "label": self.labels[i], "index": torch.tensor(i, dtype=torch.int64)}
+        return _item(self.paths[i], self.image_size, self.labels[i], i)
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """An image to explain; `named`: given by its own name (unreadable: an error), not found in a
+    folder or by a glob (unreadable: skipped with a warning)."""
+
+    path: Path
+    named: bool
+
+
+def find_images(inputs: Sequence[str | Path]) -> list[ImageSource]:
+    """The images that files, folders (searched recursively) and glob patterns name, each once, in order."""
+    sources: dict[Path, ImageSource] = {}
+    for item in map(str, inputs):
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found, named, what = sorted(p for p in path.rglob("*") if _is_image(p)), False, "in the folder"
+        elif any(c in item for c in "*?["):
+            found = sorted(p for p in map(Path, glob.glob(str(path), recursive=True)) if _is_image(p))
+            named, what = False, "matching"
+        elif path.is_file():
+            found, named = [path], True
+        else:
+            raise FileNotFoundError(f"image not found: {item}. Give existing image files, folders or glob "
+                                    "patterns (quoted, e.g. 'photos/*.jpg').")
+        if not found:
+            raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) {what} {item}")
+        for p in found:
+            sources.setdefault(p.resolve(), ImageSource(p, named))
+    return list(sources.values())
+
+
+class ImageFiles(Dataset):
+    """Loose image files as model inputs, every one with the same `label` (-1: none)."""
+
+    def __init__(self, paths: Sequence[Path], *, image_size: int, label: int = -1) -> None:
+        self.paths, self.image_size = list(paths), int(image_size)
+        self.labels = torch.full((len(self.paths),), label, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return _item(self.paths[i], self.image_size, self.labels[i], i)
 
 
 def dataset_labels(dataset: Dataset) -> Tensor:

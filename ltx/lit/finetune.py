@@ -308,7 +308,8 @@ class FinetuneModule(L.LightningModule):
 
     @torch.enable_grad()  # also under `trainer.predict`, which runs without grad
     def finetune(self, images: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Finetune one copy per image; returns `maps` (B, H, W), the selected `step` and its `loss`.
+        """Finetune one copy per image; returns `maps` (B, H, W), the selected `step`, its `loss`, and
+        `failed` (a non-finite loss stopped that instance; its map and loss are NaN).
 
         The images are finetuned `instance_batch_size` at a time (all together if None)."""
         size = self.resolve_instance_batch_size(images, classes)
@@ -335,6 +336,7 @@ class FinetuneModule(L.LightningModule):
         best_step = torch.zeros(batch, dtype=torch.long, device=device)
         best_loss = torch.zeros(batch, device=device)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
+        failed = torch.zeros(batch, dtype=torch.bool, device=device)
         for step in range(steps + 1):
             train = step < steps and optimizer is not None
             if train:
@@ -342,22 +344,37 @@ class FinetuneModule(L.LightningModule):
             masks, terms = self._run_step(step_fn, compiled, train, tuned, plan.shared, inputs, images, classes)
             if compiled is not None and self.compile is False:  # compiling failed: eager from here on
                 compiled = None
+            failed = self._mark_failed(failed, terms["loss"].detach(), step)
             if self.select_by == "last":
-                better = torch.ones(batch, dtype=torch.bool, device=device)
+                better = ~failed
             else:
                 score = self._score(images, masks, classes, terms)
-                better = (score < best_score) & ~done
+                better = (score < best_score) & ~done & ~failed
                 best_score = torch.where(better, score, best_score)
             best_maps[better] = masks.mask[better, 0].detach().float()
             best_step[better] = step
             best_loss[better] = terms["loss"].detach().float()[better]
             if self.stop_below is not None and self.select_by == "pos":
                 done |= best_score < self.stop_below
-                if bool(done.all()):
-                    break
+            if bool((done | failed).all()):
+                break
             if train:
+                for t in tuned.values():  # a failed copy stops: no update, and its NaNs reach no optimiser state
+                    if t.grad is not None:
+                        t.grad[failed] = 0
                 optimizer.step()
-        return {"maps": best_maps, "step": best_step, "loss": best_loss}
+        best_maps[failed] = float("nan")
+        best_loss[failed] = float("nan")
+        return {"maps": best_maps, "step": best_step, "loss": best_loss, "failed": failed}
+
+    @staticmethod
+    def _mark_failed(failed: torch.Tensor, loss: torch.Tensor, step: int) -> torch.Tensor:
+        """Instances whose loss turned NaN/inf: each is stopped and reported, the others go on."""
+        now = failed | ~torch.isfinite(loss)
+        if bool((now & ~failed).any()):
+            log.warning("finetuning: %d instance(s) got a non-finite loss at step %d; they stop and are marked "
+                        "failed (maps NaN), the others go on", int((now & ~failed).sum()), step)
+        return now
 
     def _run_step(self, step_fn: Callable, compiled: Callable | None, train: bool, tuned: dict, shared: dict,
                   inputs: torch.Tensor, images: torch.Tensor, classes: torch.Tensor):

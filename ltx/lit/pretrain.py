@@ -36,9 +36,11 @@ class PretrainModule(L.LightningModule):
         classes = self.explained.classes_to_explain(images, batch["label"], self.class_mode)
         masks = self.explainer(images)
         terms = self.loss(self.explained, self.masking, images, masks, classes)
+        sync = stage == "val"  # under DDP: every rank checkpoints by the mean over all ranks
         for name, value in terms.items():
-            self.log(f"{stage}/{name}", value.mean(), prog_bar=name == "loss", batch_size=len(images))
-        self.log(f"{stage}/mask_area", masks.mask.mean(), batch_size=len(images))
+            self.log(f"{stage}/{name}", value.mean(), prog_bar=name == "loss", batch_size=len(images),
+                     sync_dist=sync)
+        self.log(f"{stage}/mask_area", masks.mask.mean(), batch_size=len(images), sync_dist=sync)
         if stage == "val" and self.val_pos is not None:
             self.val_pos.update(images, masks.mask[:, 0].detach(), batch["label"])
             self.log("val/pos", self.val_pos, batch_size=len(images))

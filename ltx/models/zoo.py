@@ -7,31 +7,47 @@ created like any other (`timm.create_model("ltx_shapes_vit")`).
 from __future__ import annotations
 
 import difflib
-import math
 import hashlib
 import json
 import logging
+import math
+import pickle
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+from safetensors import SafetensorError, safe_open
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, ResNet
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from ltx.data.shapes import SHAPE_CLASSES
 from ltx.models.explained import ExplainedModel
 
 log = logging.getLogger(__name__)
 
 WEIGHT_SOURCES = ("hub", "train", "random")
 
+
+class WeightsUnavailable(FileNotFoundError):
+    """Pretrained weights that neither the local cache nor the hub can provide (e.g. offline)."""
+
+
+def _first_line(err: BaseException) -> str:
+    """An exception's message cut to one short line, to quote inside our own."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else type(err).__name__
+
+
 # Data configs of the embedded default's black boxes (read back by timm.data.resolve_model_data_config).
 default_cfgs = generate_default_cfgs({
     name: dict(num_classes=8, input_size=(3, 64, 64), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-               interpolation="bilinear", crop_pct=1.0)
+               interpolation="bilinear", crop_pct=1.0, label_names=SHAPE_CLASSES)
     for name in ("ltx_shapes_vit", "ltx_shapes_resnet")
 })
 
@@ -79,60 +95,138 @@ def ltx_shapes_resnet(pretrained: bool = False, **kwargs: Any) -> ResNet:
     return build_model_with_cfg(ResNet, "ltx_shapes_resnet", pretrained, **{**args, **kwargs})
 
 
-def _check_model_name(name: str) -> None:
+@dataclass(frozen=True)
+class Settings:
+    """How the caller names the settings that choose a model (config keys or CLI options), so that
+    an error says what to change where the user changes it."""
+
+    name: str = "backbone.name"
+    weights: str = "backbone.weights=/path/to/model.safetensors (or hub, train, random)"
+
+
+CONFIG = Settings()
+
+
+def _check_model_name(name: str, settings: Settings = CONFIG) -> None:
     """Fail early on an unknown timm architecture; a pretrained tag (`name.tag`) is timm's business."""
     arch = name.partition(".")[0]
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.5)
         hint = f" Closest timm names: {', '.join(close)}." if close else ""
-        family = arch.split("_")[0]
-        raise ValueError(f"unknown model {name!r} (backbone.name).{hint} "
+        family = re.match(r"[A-Za-z]*", arch).group() or arch  # resnet5O -> resnet, vit_bse_16 -> vit
+        raise ValueError(f"unknown model {name!r} ({settings.name}).{hint} "
                          f"`timm.list_models('{family}*')` lists the {family} models.")
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a safetensors or timm/torch `.pth` state dict without unpickling arbitrary objects."""
+def read_checkpoint(path: str | Path,
+                    settings: Settings = CONFIG) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A state dict and its metadata (`model`: the architecture, when the file names it) from a
+    safetensors or timm/torch `.pth` file, never unpickling arbitrary objects (weights_only)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint not found: looked for {path}. Set backbone.weights to a .safetensors or .pth file, "
-            f"or to one of {WEIGHT_SOURCES}."
-        )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model", "state_dict_ema"):
-            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
+        raise FileNotFoundError(f"checkpoint not found: looked for {path}. Give an existing .safetensors or "
+                                f".pth file: {settings.weights}.")
     try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).splitlines()[:3]
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, pickle.UnpicklingError, EOFError, OSError) as err:
         raise ValueError(
-            f"checkpoint {path} does not match the architecture {type(model).__name__}: {' '.join(first)} "
-            "Check backbone.name and num_classes against the checkpoint."
+            f"cannot read checkpoint {path} ({_first_line(err)}): it must be a safetensors "
+            "file or a plain torch state dict (pickled Python objects are never loaded). Re-save the weights "
+            "with safetensors or torch.save(model.state_dict(), path)."
         ) from None
+    named = isinstance(state, dict) and isinstance(state.get("arch"), str)
+    metadata = {"model": state["arch"]} if named else {}
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"checkpoint {path} holds no state dict (a mapping of names to tensors): re-save it "
+                         "with torch.save(model.state_dict(), path).")
+    return state, metadata
 
 
-def create_network(name: str, *, num_classes: int, weights: str = "random", **model_kwargs: Any) -> nn.Module:
-    """A timm network by name, with weights from the hub, a local file, or random."""
-    _check_model_name(name)
+def checkpoint_architecture(path: str | Path, settings: Settings = CONFIG) -> str | None:
+    """The timm architecture a checkpoint names, if any: safetensors metadata `model` (as this project
+    writes it; read without loading the tensors) or a timm training checkpoint's `arch`."""
+    path = Path(path).expanduser()
+    if path.suffix == ".safetensors" and path.is_file():
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return (f.metadata() or {}).get("model")
+        except SafetensorError:
+            pass  # read_checkpoint says what is wrong with the file
+    return read_checkpoint(path, settings)[1].get("model")
+
+
+def _listed(keys: list[str]) -> str:
+    return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+
+
+def state_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """What keeps `state` from loading into `model`, briefly ('' when it fits)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                if k in state and state[k].shape != v.shape]
+    parts = [f"{len(keys)} {what} ({_listed(keys)})" for what, keys in
+             (("missing keys", missing), ("unexpected keys", unexpected),
+              ("tensors of another shape, checkpoint vs model", reshaped)) if keys]
+    return "; ".join(parts)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path,
+               settings: Settings = CONFIG) -> None:
+    """Load `state` strictly; a mismatch is one line naming the first differing keys."""
+    mismatch = state_mismatch(model, state)
+    if mismatch:
+        raise ValueError(f"checkpoint {source} does not match the architecture {type(model).__name__}: "
+                         f"{mismatch}. Check {settings.name} and the number of classes against the "
+                         "checkpoint.")
+    model.load_state_dict(state)
+
+
+def load_weights(model: nn.Module, path: str | Path, settings: Settings = CONFIG) -> None:
+    """Load a safetensors or timm/torch `.pth` state dict without unpickling arbitrary objects."""
+    load_state(model, read_checkpoint(path, settings)[0], path, settings)
+
+
+def _fit_classifier(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give `model` as many classes as the checkpoint's classifier has (num_classes not given)."""
+    head = model.get_classifier()
+    name = next((n for n, m in model.named_modules() if m is head), None)
+    weight = state.get(f"{name}.weight") if name else None
+    if weight is not None and weight.shape[0] != model.num_classes:
+        model.reset_classifier(weight.shape[0])
+
+
+def create_network(name: str, *, num_classes: int | None = None, weights: str = "random",
+                   settings: Settings = CONFIG, **model_kwargs: Any) -> nn.Module:
+    """A timm network by name, with weights from the hub, a local file, or random.
+
+    `num_classes=None`: as many as the checkpoint's classifier has (a file), else timm's default.
+    """
+    _check_model_name(name, settings)
+    kwargs = {**model_kwargs, **({} if num_classes is None else {"num_classes": num_classes})}
     if weights == "hub":
         try:
-            return timm.create_model(name, pretrained=True, num_classes=num_classes, **model_kwargs)
+            return timm.create_model(name, pretrained=True, **kwargs)
         except Exception as err:  # timm raises many kinds (HTTP, offline, missing cfg)
-            raise RuntimeError(
-                f"could not load pretrained weights for {name!r} from the hub ({type(err).__name__}: {err}). "
-                "Offline? Download them elsewhere and set backbone.weights=/path/to/model.safetensors "
-                "(or a timm .pth file)."
+            raise WeightsUnavailable(
+                f"could not load pretrained weights for {name!r} from the hub ({type(err).__name__}: "
+                f"{_first_line(err)}). Offline? Download them elsewhere and give the file: "
+                f"{settings.weights}."
             ) from None
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes, **model_kwargs)
+    model = timm.create_model(name, pretrained=False, **kwargs)
     if weights not in ("random", "train"):
-        load_weights(model, weights)
+        state, _ = read_checkpoint(weights, settings)
+        if num_classes is None:
+            _fit_classifier(model, state)
+        load_state(model, state, weights, settings)
     return model
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ltx.data.folder import ImageFolderDataset, seeded_subset
+from ltx.data.folder import ImageFiles, ImageFolderDataset, ImageSource, find_images, seeded_subset
 from ltx.data.shapes import ShapesDataset
 
 
@@ -86,6 +86,31 @@ def test_corrupt_image_names_the_file(image_root):
     dataset = ImageFolderDataset(image_root)
     with pytest.raises(ValueError, match="cannot read image .*x.jpg"):
         dataset[dataset.paths.index(bad)]
+
+
+def test_find_images_in_folders_globs_and_files(image_root):
+    named = image_root / "ant" / "rgb.jpg"
+    found = find_images([str(named), str(image_root), str(image_root / "*" / "*.png")])
+    assert found[0] == ImageSource(named, named=True)  # given by name: its errors stop the run
+    paths = [s.path for s in found]
+    assert len(paths) == len(set(paths)) == 5  # each once; notes.txt is not an image
+    assert all(not s.named for s in found[1:])  # found in a folder / by a glob: skipped if unreadable
+    with pytest.raises(FileNotFoundError, match="image not found: .*nope.jpg.*glob patterns"):
+        find_images([str(image_root / "nope.jpg")])
+    with pytest.raises(FileNotFoundError, match="no images .* matching .*\\*.gif"):
+        find_images([str(image_root / "*.gif")])
+    (image_root / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images .* in the folder .*empty"):
+        find_images([str(image_root / "empty")])
+
+
+def test_image_files_convert_every_mode_to_rgb_at_model_size(image_root):
+    paths = sorted(p for p in image_root.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".bmp"))
+    dataset = ImageFiles(paths, image_size=16, label=3)
+    for i in range(len(dataset)):
+        item = dataset[i]
+        assert item["image"].shape == (3, 16, 16) and item["label"] == 3 and item["index"] == i
+        assert 0 <= item["image"].min() and item["image"].max() <= 1
 
 
 def test_seeded_subset_per_class(image_root):

@@ -235,3 +235,23 @@ def test_a_failing_compile_falls_back_to_eager_with_a_warning(monkeypatch):
         out = module.finetune(images, classes)
     assert module.compile is False
     assert torch.allclose(out["maps"], eager["maps"], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ltx_shapes_vit", "ltx_shapes_resnet"])
+def test_a_non_finite_loss_stops_that_instance_only(name, caplog):
+    from tests.helpers import tiny_explained
+
+    explained = tiny_explained(name)
+    images, classes = torch.rand(3, 3, 64, 64), torch.tensor([1, 2, 3])
+    bad = images.clone()
+    bad[1, :, :4, :4] = float("nan")  # f's output, and so the loss, is NaN for instance 1 alone
+    module = _module(explained, steps=3, lr=1e-2)
+    clean = module.finetune(images, classes)
+    with caplog.at_level("WARNING"):
+        out = module.finetune(bad, classes)
+    assert out["failed"].tolist() == [False, True, False]
+    assert out["maps"][1].isnan().all() and out["loss"][1].isnan()
+    keep = torch.tensor([0, 2])
+    assert torch.allclose(out["maps"][keep], clean["maps"][keep], atol=1e-5)
+    assert not clean["failed"].any()
+    assert "non-finite loss" in caplog.text

@@ -2,7 +2,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ltx.models.zoo import cache_key, create_network, load_weights, wrap
+from ltx.models.zoo import (Settings, WeightsUnavailable, cache_key, checkpoint_architecture, create_network,
+                            load_weights, wrap)
 
 
 def test_shapes_models_are_timm_models_with_their_data_config():
@@ -62,11 +63,55 @@ def test_missing_checkpoint_says_what_was_looked_for(tmp_path):
         create_network("ltx_shapes_vit", num_classes=8, weights=str(tmp_path / "nope.safetensors"))
 
 
-def test_wrong_architecture_checkpoint_is_a_clear_error(tmp_path):
+def test_wrong_architecture_checkpoint_names_the_differing_keys(tmp_path):
     path = tmp_path / "vit.safetensors"
     save_file(create_network("ltx_shapes_vit", num_classes=8).state_dict(), str(path))
-    with pytest.raises(ValueError, match="does not match the architecture ResNet"):
+    with pytest.raises(ValueError, match="does not match the architecture ResNet: 80 missing keys "
+                                         "\\(conv1.weight, bn1.weight, bn1.bias, ...\\); 74 unexpected keys"):
         load_weights(create_network("ltx_shapes_resnet", num_classes=8), path)
+    save_file(create_network("ltx_shapes_resnet", num_classes=8).state_dict(), str(path))
+    with pytest.raises(ValueError, match="2 tensors of another shape, checkpoint vs model \\(fc.weight "
+                                         "\\(8, 256\\) vs \\(3, 256\\), fc.bias .*number of classes"):
+        load_weights(create_network("ltx_shapes_resnet", num_classes=3), path)
+
+
+def test_number_of_classes_and_architecture_from_the_checkpoint(tmp_path):
+    path = tmp_path / "resnet.safetensors"
+    save_file(create_network("ltx_shapes_resnet", num_classes=5).state_dict(), str(path),
+              metadata={"model": "ltx_shapes_resnet"})
+    assert checkpoint_architecture(path) == "ltx_shapes_resnet"
+    assert create_network("ltx_shapes_resnet", weights=str(path)).num_classes == 5
+    timm_style = tmp_path / "train.pth.tar"  # timm's training checkpoints name the architecture as 'arch'
+    torch.save({"arch": "ltx_shapes_resnet", "epoch": 3, "state_dict": {}}, timm_style)
+    assert checkpoint_architecture(timm_style) == "ltx_shapes_resnet"
+
+
+class Pickled:
+    """Stands for any Python object in a checkpoint: loading it would run arbitrary code."""
+
+
+@pytest.mark.parametrize("content, expected", [
+    ({"state_dict": Pickled()}, "pickled Python objects are never loaded"),
+    (b"\x00not a checkpoint", "cannot read checkpoint"),
+    ([torch.zeros(2)], "holds no state dict"),
+])
+def test_unsafe_or_corrupt_checkpoints_are_refused(tmp_path, content, expected):
+    path = tmp_path / "model.pth"
+    path.write_bytes(content) if isinstance(content, bytes) else torch.save(content, path)
+    with pytest.raises(ValueError, match=expected):
+        load_weights(create_network("ltx_shapes_resnet", num_classes=8), path)
+    broken = tmp_path / "model.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00garbage")
+    with pytest.raises(ValueError, match="cannot read checkpoint .*model.safetensors"):
+        load_weights(create_network("ltx_shapes_resnet", num_classes=8), broken)
+
+
+def test_errors_name_the_callers_settings():
+    cli = Settings(name="--model", weights="--model FILE")
+    with pytest.raises(ValueError, match="unknown model 'vit_tiny_patch16_2244' \\(--model\\)"):
+        create_network("vit_tiny_patch16_2244", settings=cli)
+    with pytest.raises(FileNotFoundError, match="--model FILE"):
+        create_network("ltx_shapes_vit", weights="/nowhere/model.pth", settings=cli)
 
 
 def test_hub_failure_says_how_to_provide_weights(monkeypatch):
@@ -79,8 +124,9 @@ def test_hub_failure_says_how_to_provide_weights(monkeypatch):
 
     original = timm.create_model
     monkeypatch.setattr(timm, "create_model", offline)
-    with pytest.raises(RuntimeError, match="backbone.weights=/path/to/model.safetensors"):
+    with pytest.raises(WeightsUnavailable, match="OSError: no network.*backbone.weights=/path/to/model"):
         create_network("resnet18", num_classes=10, weights="hub")
+    assert issubclass(WeightsUnavailable, FileNotFoundError)  # a user error: one line, no traceback
 
 
 def test_cache_key_depends_on_config():

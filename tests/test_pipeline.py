@@ -1,0 +1,38 @@
+"""Pipeline stages on tiny inputs, without a whole run."""
+
+import torch
+
+from ltx.pipeline import Evaluation, evaluate, instance_ids, prepare_data
+from ltx.store import MapKey, MapStore
+from tests.helpers import compose_config, tiny_explained, tiny_vit
+
+
+def test_failed_instances_are_counted_and_left_out_of_the_metrics(tmp_path):
+    cfg = compose_config(tiny_vit("explain.num_images=4", "eval=shapes"))
+    _, instances = prepare_data(cfg)
+    ids = torch.tensor(instance_ids(instances))
+    maps = torch.rand(len(ids), 64, 64, generator=torch.Generator().manual_seed(0))
+    explained = tiny_explained("ltx_shapes_vit")
+    store = MapStore(tmp_path)
+    failed = torch.tensor([False, False, True, True])
+    with_nan = maps.clone()
+    with_nan[failed] = float("nan")
+    labels = torch.zeros(len(ids), dtype=torch.long)
+    store.write(MapKey("shapes_vit", "ltx", "predicted"),
+                {"index": ids, "maps": with_nan, "classes": labels, "labels": labels, "failed": failed})
+    # the same maps of the instances that did not fail, saved as if only those were explained
+    store.write(MapKey("shapes_vit", "ref", "predicted"),
+                {"index": ids, "maps": maps, "classes": labels, "labels": labels})
+    cfg.eval.batch_size = 2  # the second batch has failed instances only: skipped
+    result = Evaluation()
+    evaluate(cfg, store, "shapes_vit", explained, instances, result)
+    rows = {(r["method"], r["metric"]): r["value"] for r in result.rows}
+    assert rows[("ltx", "failed")] == 2 and ("ref", "failed") not in rows
+    assert all(value == value for value in rows.values())  # no NaN reached a metric
+
+    kept = torch.utils.data.Subset(instances.dataset, [instances.indices[i] for i in (0, 1)])
+    alone = Evaluation()
+    evaluate(cfg, store, "shapes_vit", explained, kept, alone)
+    expected = {(r["method"], r["metric"]): r["value"] for r in alone.rows if r["method"] == "ref"}
+    for (method, metric), value in expected.items():
+        assert abs(rows[("ltx", metric)] - value) < 1e-9, metric
