@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 
 from ltx.methods.base import Method, register_method
@@ -10,12 +12,16 @@ from ltx.models.explained import ExplainedModel
 
 @register_method("random")
 class RandomMap(Method):
-    """Uniform noise, seeded so a run is reproducible."""
+    """Uniform noise, seeded per image from `seed` and the image's pixels: the same image gets the
+    same map in any batch, order, process or resumed run."""
 
     def __init__(self, model: ExplainedModel, seed: int = 0) -> None:
         super().__init__(model)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
 
     def explain(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        maps = torch.rand((images.shape[0], *images.shape[-2:]), generator=self.generator)
-        return maps.to(images.device)
+        maps = []
+        for image in images.detach().cpu():
+            key = zlib.crc32(image.contiguous().numpy().tobytes(), self.seed)
+            maps.append(torch.rand(image.shape[-2:], generator=torch.Generator().manual_seed(key)))
+        return torch.stack(maps).to(images.device)

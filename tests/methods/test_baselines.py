@@ -280,3 +280,17 @@ def test_lrp_residual_rule_gives_each_branch_its_share_per_sample() -> None:
     total = relevance.sum((1, 2))
     for part, share in zip(parts, lrp0, strict=True):
         torch.testing.assert_close(part.sum((1, 2)), share / (lrp0[0] + lrp0[1]) * total)
+
+
+def test_random_maps_depend_on_the_image_not_the_batch():
+    from ltx.methods import create_method
+    from tests.helpers import tiny_explained
+
+    method = create_method("random", tiny_explained("ltx_shapes_resnet"), seed=3)
+    images = torch.rand(4, 3, 64, 64)
+    together = method(images, torch.zeros(4, dtype=torch.long))
+    reversed_alone = torch.cat([method(images[i:i + 1], torch.zeros(1, dtype=torch.long)) for i in (3, 2, 1, 0)])
+    assert torch.equal(together, reversed_alone.flip(0))
+    assert not torch.equal(together[0], together[1])
+    other_seed = create_method("random", tiny_explained("ltx_shapes_resnet"), seed=4)(images[:1], torch.zeros(1))
+    assert not torch.equal(other_seed[0], together[0])
