@@ -36,3 +36,15 @@ def test_failed_instances_are_counted_and_left_out_of_the_metrics(tmp_path):
     expected = {(r["method"], r["metric"]): r["value"] for r in alone.rows if r["method"] == "ref"}
     for (method, metric), value in expected.items():
         assert abs(rows[("ltx", metric)] - value) < 1e-9, metric
+
+
+def test_an_image_size_the_black_box_was_not_built_for_fails_before_any_work(tmp_path):
+    import pytest
+
+    from ltx.pipeline import run_pipeline
+
+    cfg = compose_config(tiny_vit("data.image_size=48", f"hydra.run.dir={tmp_path}"))
+    cfg.paths.output_dir = str(tmp_path)
+    with pytest.raises(ValueError, match="shapes_vit expects 64px images but data.image_size is 48"):
+        run_pipeline(cfg)
+    assert not any(tmp_path.iterdir())  # nothing trained or written
