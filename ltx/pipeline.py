@@ -368,16 +368,17 @@ def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedMo
     metrics sync when computed, so every rank ends with the results of all instances."""
     rank, world_size = world()
     shard = UnrepeatedDistributedSampler(instances, num_replicas=world_size, rank=rank, shuffle=False)
+    ids = instance_ids(instances)
     for key in rank_zero_view([k for k in store.keys() if k.backbone == name]):
         saved = store.load(key)
         position = {int(i): n for n, i in enumerate(saved["index"])}
-        missing = [i for i in instance_ids(instances) if i not in position]
+        missing = [i for i in ids if i not in position]
         if missing:
             log.warning("maps %s: %d instances have no map, not evaluated", key, len(missing))
             continue
         # instances whose finetuning failed (non-finite loss) have NaN maps: counted, not evaluated
         failed = saved.get("failed", torch.zeros(len(saved["index"]), dtype=torch.bool)).bool()
-        num_failed = int(sum(bool(failed[position[i]]) for i in instance_ids(instances)))
+        num_failed = int(failed[[position[i] for i in ids]].sum())
         if num_failed:
             log.warning("maps %s: %d instances failed (non-finite loss), evaluated without them", key, num_failed)
         metrics = build_metrics(cfg.eval, explained)
