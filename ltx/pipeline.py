@@ -52,7 +52,7 @@ from ltx.models.zoo import WEIGHT_SOURCES, cache_key, create_network, load_weigh
 from ltx.methods.base import MethodNotApplicable
 from ltx.progress import track
 from ltx.report import log_results, write_report
-from ltx.store import (MapKey, MapStore, metric_key_parts, metric_values, save_tensors, write_json,
+from ltx.store import (MapKey, MapStore, SavedMaps, metric_key_parts, metric_values, save_tensors, write_json,
                        write_results)
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ def build_method(method_cfg: DictConfig, context: dict[str, Any]) -> L.Lightning
     if isinstance(target, type) and issubclass(target, L.LightningModule):
         return factory(**{k: v for k, v in context.items() if k in params})
     method = factory(model=context["explained"])
-    return ExplainModule(method, class_mode=context["class_mode"])
+    return ExplainModule(method, class_mode=context["class_mode"], reuse=context.get("reuse"))
 
 
 def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedModel,
@@ -321,8 +321,13 @@ def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: Ex
                 log.info("maps %s: all %d saved, skipping", key, len(ids))
                 continue
             explainer, masking = explainers[class_mode]
+            setting = method_setting(method_cfg)
+            # maps of another class mode made with the same settings (used where the class is the same)
+            other = next((MapKey(name, method_name, mode) for mode in cfg.class_modes if mode != class_mode
+                          and store.setting(MapKey(name, method_name, mode)) == setting), None)
             context = dict(explained=explained, explainer=explainer, masking=masking,
-                           loss=instantiate(cfg.loss), class_mode=class_mode)
+                           loss=instantiate(cfg.loss), class_mode=class_mode,
+                           reuse=None if other is None else SavedMaps(store, other))
             try:
                 module = build_method(method_cfg, context)
             except MethodNotApplicable as err:
@@ -330,13 +335,15 @@ def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: Ex
                 break
             log.info("maps %s: %d instances (%d already saved)", key, len(todo), len(ids) - len(todo))
             seed_stage(cfg, "explain", str(key))
-            writer = MapWriter(store, key, method_setting(method_cfg))
+            writer = MapWriter(store, key, setting)
             trainer = make_trainer(cfg, callbacks=[writer], inference_mode=False)
             # Lightning's unrepeated sampler needs an instance per rank: a resumed run with fewer
             # left than ranks redoes a few saved ones (MapStore.load keeps one map per index).
             todo += [i for i, idx in enumerate(ids) if idx in done][:max(trainer.world_size - len(todo), 0)]
             trainer.predict(module, _loader(Subset(instances, todo), cfg.explain.batch_size),
                             return_predictions=False)
+            if getattr(module, "reused", 0):
+                log.info("maps %s: %d maps reused from %s (same class explained)", key, module.reused, other)
 
 
 # --- stage 4: evaluation ---------------------------------------------------------------------------
@@ -388,10 +395,11 @@ def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedMo
             keep = ~failed[rows]
             if not keep.any():
                 continue
-            masks = batch.get("mask")
+            # the same tensors for every metric: POS and DEL (NEG and INS) then share forward passes
+            images, maps, labels = batch["image"][keep], saved["maps"][rows][keep], batch["label"][keep]
+            masks = None if batch.get("mask") is None else batch["mask"][keep]
             for metric in metrics.values():
-                metric.update(batch["image"][keep], saved["maps"][rows][keep], batch["label"][keep],
-                              gt_masks=None if masks is None else masks[keep])
+                metric.update(images, maps, labels, gt_masks=masks)
         values = {name: float(metric.compute()) for name, metric in metrics.items()}
         for metric_name, value in {**values, **({"failed": float(num_failed)} if num_failed else {})}.items():
             result.rows.append(dict(backbone=key.backbone, method=key.method, class_mode=key.class_mode,

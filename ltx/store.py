@@ -116,6 +116,43 @@ class MapStore:
         return [MapKey(*p.relative_to(self.root).parts) for p in sorted(self.root.glob("*/*/*")) if p.is_dir()]
 
 
+class SavedMaps:
+    """Random access to one key's saved maps by instance index; reads only the shards asked for.
+
+    The shards present when it is built are indexed; later ones are not seen (their instances
+    read as not found)."""
+
+    def __init__(self, store: MapStore, key: MapKey) -> None:
+        self.key = key
+        self.where: dict[int, tuple[Path, int]] = {}
+        for shard in store._shards(key):
+            with safe_open(str(shard), framework="pt") as f:
+                for row, index in enumerate(f.get_tensor("index").tolist()):
+                    self.where.setdefault(index, (shard, row))
+
+    def get(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(found (B,) bool, classes (B,) long, maps (B, ...) or None if none found) for instances
+        `index` (B,); rows not found have class -1 and a zero map."""
+        found = torch.zeros(len(index), dtype=torch.bool)
+        classes = torch.full((len(index),), -1, dtype=torch.long)
+        maps = None
+        by_shard: dict[Path, list[tuple[int, int]]] = {}
+        for position, i in enumerate(index.tolist()):
+            if i in self.where:
+                shard, row = self.where[i]
+                by_shard.setdefault(shard, []).append((position, row))
+        for shard, pairs in by_shard.items():
+            positions, rows = (list(p) for p in zip(*pairs))
+            with safe_open(str(shard), framework="pt") as f:
+                shard_maps = f.get_tensor("maps")[rows]
+                classes[positions] = f.get_tensor("classes")[rows].long()
+            if maps is None:
+                maps = shard_maps.new_zeros((len(index), *shard_maps.shape[1:]))
+            maps[positions] = shard_maps
+            found[positions] = True
+        return found, classes, maps
+
+
 def write_results(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """results.csv in long format: backbone, method, class_mode, metric, value."""
     rows = list(rows)

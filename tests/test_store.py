@@ -32,3 +32,16 @@ def test_results_roundtrip(tmp_path):
     write_results(tmp_path / "results.csv", rows)
     assert read_results(tmp_path / "results.csv") == rows
     assert (tmp_path / "results.csv").read_text().splitlines()[0] == "backbone,method,class_mode,metric,value"
+
+
+def test_saved_maps_reads_the_rows_asked_for_across_shards(tmp_path):
+    from ltx.store import SavedMaps
+
+    store, key = MapStore(tmp_path), MapKey("vit", "rise", "predicted")
+    store.write(key, _batch([5, 1]))
+    store.write(key, _batch([3]), rank=1)
+    found, classes, maps = SavedMaps(store, key).get(torch.tensor([3, 2, 5]))
+    assert found.tolist() == [True, False, True]
+    assert classes.tolist() == [0, -1, 2]
+    assert maps[:, 0, 0].tolist() == [3.0, 0.0, 5.0]
+    assert SavedMaps(store, MapKey("vit", "rise", "target")).get(torch.tensor([1]))[2] is None

@@ -17,8 +17,10 @@ inputs are moved there, so CPU batches can be scored by a GPU model.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from fractions import Fraction
 from itertools import pairwise
 from typing import Any, ClassVar
@@ -72,6 +74,38 @@ def _check_batch(images: Tensor, saliency: Tensor, labels: Tensor) -> None:
                          f"saliency {tuple(saliency.shape)}, labels {tuple(labels.shape)}")
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One batch's perturbation outputs, with weak references to what they were computed from:
+    they match only the same model (unchanged weights), images and saliency tensors (unchanged
+    in place) perturbed by the same plan (order, steps, endpoints)."""
+
+    model: weakref.ref
+    images: weakref.ref
+    saliency: weakref.ref
+    versions: tuple[int, ...]
+    plan: tuple
+    logits: Tensor
+
+    @staticmethod
+    def _versions(model: nn.Module, images: Tensor, saliency: Tensor) -> tuple[int, ...] | None:
+        """In-place version counters of the inputs and weights (None: an inference tensor has none)."""
+        tensors = (images, saliency, *model.parameters())
+        return None if any(t.is_inference() for t in tensors) else tuple(t._version for t in tensors)
+
+    @classmethod
+    def of(cls, model: nn.Module, images: Tensor, saliency: Tensor, plan: tuple,
+           logits: Tensor) -> _Run | None:
+        versions = cls._versions(model, images, saliency)
+        if versions is None:
+            return None
+        return cls(weakref.ref(model), weakref.ref(images), weakref.ref(saliency), versions, plan, logits)
+
+    def matches(self, model: nn.Module, images: Tensor, saliency: Tensor, plan: tuple) -> bool:
+        return (self.model() is model and self.images() is images and self.saliency() is saliency
+                and self.plan == plan and self.versions == self._versions(model, images, saliency))
+
+
 class PerturbationCurve(Metric):
     """Shared engine: per-image curves of a score as pixels are perturbed in saliency order.
 
@@ -95,6 +129,8 @@ class PerturbationCurve(Metric):
     auc_scale: ClassVar[float]
     is_differentiable = False
     full_state_update = False
+    #: the most recent run's outputs, reused by the next metric with the same inputs and plan
+    _last_run: ClassVar[_Run | None] = None
 
     def __init__(self, model: nn.Module, *, class_mode: str = "predicted", chunk_size: int = 256,
                  num_points: int | None = None, **kwargs: Any) -> None:
@@ -156,28 +192,43 @@ class PerturbationCurve(Metric):
     @torch.inference_mode()
     def _curves(self, images: Tensor, saliency: Tensor, labels: Tensor) -> Tensor:
         _check_batch(images, saliency, labels)
+        logits = self._logits(images, saliency)
+        batch, steps = images.shape[0], logits.shape[0] // images.shape[0]
+        classes = self.scored_classes(images.to(logits.device), labels.to(logits.device))
+        return self._score(logits, classes.repeat_interleave(steps)).view(batch, steps)
+
+    def _logits(self, images: Tensor, saliency: Tensor) -> Tensor:
+        """The model's outputs (B·S, C) on every (image, step) input, image-major. Metrics that
+        perturb the same pixels of the same batch (POS and DEL; NEG and INS) share one run."""
+        height, width = images.shape[-2:]
+        counts = self.schedule(height, width)
+        plan = (self.descending, tuple(counts.tolist()), type(self).endpoints)
+        last = PerturbationCurve._last_run
+        if last is not None and last.matches(self.model, images, saliency, plan):
+            return last.logits
         device = self._model_device(images)
+        source = images
         images = images.to(device)
-        batch, _, height, width = images.shape
+        batch = images.shape[0]
         ranks = saliency_ranks(saliency.to(device), (height, width), descending=self.descending)
-        counts = self.schedule(height, width).to(device, torch.int32)
+        counts = counts.to(device, torch.int32)
         steps = counts.numel()
         start, finish = self.endpoints(images)
-        classes = self.scored_classes(images, labels.to(device))
         # All (image, step) jobs, image-major, as flat per-job vectors sliced chunk by chunk: one
         # forward and a handful of kernels per chunk.
         job_image = torch.arange(batch, device=device).repeat_interleave(steps)
         job_count = counts.repeat(batch)[:, None]
-        job_class = classes.repeat_interleave(steps)
-        scores = []
+        outputs = []
         for begin in range(0, batch * steps, self.chunk_size):
             jobs = slice(begin, begin + self.chunk_size)
             image = job_image[jobs]
             perturbed = (ranks[image] < job_count[jobs]).view(-1, 1, height, width)
             inputs = start[image]
             torch.where(perturbed, finish if finish.shape[0] == 1 else finish[image], inputs, out=inputs)
-            scores.append(self._score(self.model(inputs), job_class[jobs]))
-        return torch.cat(scores).view(batch, steps)
+            outputs.append(self.model(inputs))
+        logits = torch.cat(outputs)
+        PerturbationCurve._last_run = _Run.of(self.model, source, saliency, plan, logits)
+        return logits
 
     def curves(self, images: Tensor, saliency: Tensor, labels: Tensor) -> Tensor:
         """Per-image curves (B, S): the score at every step. Inputs are not modified."""
