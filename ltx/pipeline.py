@@ -61,6 +61,30 @@ LOADER_KEYS = ("batch_size", "num_workers", "_target_")
 T = TypeVar("T")
 
 
+class _DevicesOnce(logging.Filter):
+    """Lightning announces the devices, and advertises a product, for every Trainer it builds; a
+    run builds one per stage, method and class mode: say the devices once, skip the advert."""
+
+    ANNOUNCEMENTS = ("GPU available", "TPU available", "HPU available")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("💡 Tip"):
+            return False
+        if not message.startswith(self.ANNOUNCEMENTS):
+            return True
+        new = message not in self.seen
+        self.seen.add(message)
+        return new
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DevicesOnce())
+
+
 def make_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     """A Trainer from the `trainer` group; stages add what is theirs (epochs, callbacks, logger)."""
     kwargs = {"logger": False, "enable_checkpointing": False, **overrides}

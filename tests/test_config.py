@@ -55,3 +55,11 @@ def test_unknown_option_names_the_valid_choices():
 def test_multiple_backbones_in_one_run():
     cfg = compose_config(["backbone=[shapes_vit,vit_b]"])
     assert list(cfg.backbone) == ["shapes_vit", "vit_b"]
+
+
+@pytest.mark.parametrize("experiment", ["vit_b", "resnet101"])
+def test_paper_experiments_keep_the_papers_settings(experiment):
+    """The embedded default's own choices (mask weight, epochs, finetuning lr) stay out of them."""
+    cfg = compose_config([f"+experiment={experiment}"])
+    assert cfg.loss.mask_weight == 50 and cfg.pretrain.epochs == 30 and cfg.pretrain.lr == 2e-3
+    assert cfg.method.ltx.lr == 2e-3 and cfg.method.ltx.steps == 25 and cfg.method.ltx_sel.select_by == "pos"

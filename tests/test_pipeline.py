@@ -1,5 +1,7 @@
 """Pipeline stages on tiny inputs, without a whole run."""
 
+import logging
+
 import torch
 
 from ltx.pipeline import Evaluation, evaluate, instance_ids, prepare_data
@@ -48,3 +50,16 @@ def test_an_image_size_the_black_box_was_not_built_for_fails_before_any_work(tmp
     with pytest.raises(ValueError, match="shapes_vit expects 64px images but data.image_size is 48"):
         run_pipeline(cfg)
     assert not any(tmp_path.iterdir())  # nothing trained or written
+
+
+def test_lightning_device_lines_are_logged_once_and_its_advert_never() -> None:
+    from ltx.pipeline import _DevicesOnce
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, __file__, 1, message,
+                                 None, None)
+
+    once = _DevicesOnce()
+    messages = ["GPU available: False, used: False", "💡 Tip: try litlogger", "`Trainer.fit` stopped",
+                "GPU available: False, used: False", "`Trainer.fit` stopped"]
+    assert [once.filter(record(m)) for m in messages] == [True, False, True, False, True]
