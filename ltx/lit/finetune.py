@@ -296,14 +296,14 @@ class FinetuneModule(L.LightningModule):
 
     # --- finetuning -----------------------------------------------------------------------------------
 
-    def _score(self, images: torch.Tensor, masks: Masks, classes: torch.Tensor,
-               terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-instance selection score, lower is better."""
+    def _score(self, images: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor,
+               loss: torch.Tensor) -> torch.Tensor:
+        """Per-instance selection score of maps (B, H, W), lower is better."""
         if self.select_by == "loss":
-            return terms["loss"].detach().float()
+            return loss.detach().float()
         from ltx.metrics import per_image_auc
 
-        auc = per_image_auc(self.explained, images, masks.mask[:, 0].detach().float(), classes, kind=self.select_by)
+        auc = per_image_auc(self.explained, images, maps.detach().float(), classes, kind=self.select_by)
         return auc if self.select_by == "pos" else -auc
 
     @torch.enable_grad()  # also under `trainer.predict`, which runs without grad
@@ -332,7 +332,7 @@ class FinetuneModule(L.LightningModule):
             plan, batch, size, step_fn)
 
         best_maps = torch.zeros(batch, *size, device=device)
-        best_score = torch.full((batch,), float("inf"), device=device)
+        best_score = torch.full((batch,), float("inf"), dtype=torch.float64, device=device)
         best_step = torch.zeros(batch, dtype=torch.long, device=device)
         best_loss = torch.zeros(batch, device=device)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -347,9 +347,13 @@ class FinetuneModule(L.LightningModule):
             failed = self._mark_failed(failed, terms["loss"].detach(), step)
             if self.select_by == "last":
                 better = ~failed
-            else:
-                score = self._score(images, masks, classes, terms)
-                better = (score < best_score) & ~done & ~failed
+            else:  # only instances still running are scored (a POS test is 10 forward passes each)
+                active = ~done & ~failed
+                score = torch.full_like(best_score, float("inf"))
+                if active.any():
+                    score[active] = self._score(images[active], masks.mask[active, 0], classes[active],
+                                                terms["loss"][active]).to(score.dtype)
+                better = (score < best_score) & active
                 best_score = torch.where(better, score, best_score)
             best_maps[better] = masks.mask[better, 0].detach().float()
             best_step[better] = step

@@ -36,6 +36,22 @@ def test_pos_selection_stops_an_instance_once_under_the_threshold():
     assert (result["step"] == 0).all()
 
 
+def test_a_stopped_instance_is_no_longer_scored(monkeypatch):
+    """POS selection runs a perturbation test per step: only on the instances still running."""
+    torch.manual_seed(1)
+    first = torch.rand(3, 3, 64, 64)[0]  # the images `_finetune` draws
+    sizes = []
+
+    def fake_pos(model, images, maps, classes, kind):  # image 0 scores under the threshold at once
+        sizes.append(len(images))
+        return torch.tensor([0.0 if torch.equal(i, first) else 50.0 for i in images], dtype=torch.float64)
+
+    monkeypatch.setattr("ltx.metrics.per_image_auc", fake_pos)
+    *_, result = _finetune("pos", steps=4, stop_below=6.0)
+    assert sizes == [3, 2, 2, 2, 2]
+    assert result["step"][0] == 0
+
+
 def test_last_selection_takes_the_final_step():
     *_, result = _finetune("last", steps=3)
     assert (result["step"] == 3).all()
