@@ -44,6 +44,8 @@ def job_metrics(job: Path, patterns: list[str], per_backbone: bool) -> dict[str,
     if not results.is_file():
         return {}
     parts = 4 if per_backbone else 3
+    # METHOD/CLASS_MODE/METRIC patterns select the same results of every backbone in per-backbone mode
+    patterns = [f"*/{p}" if per_backbone and p.count("/") == 2 else p for p in patterns]
     return {key: value for key, value in metric_values(read_results(results)).items()
             if key.count("/") == parts - 1 and any(fnmatch.fnmatchcase(key, p) for p in patterns)}
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from experiments import sweep_table
 from ltx.pipeline import check_config, run_pipeline, sweep_metric
-from ltx.store import metric_values, read_results
+from ltx.store import metric_values, read_results, write_results
 from tests.helpers import CONF_DIR, TINY_VIT, compose_config, tiny_vit
 from tests.test_run import run_ltx
 
@@ -93,6 +93,19 @@ def test_sweep_metric_is_the_mean_over_backbones_or_one_backbone() -> None:
     assert set(metric_values(rows)) == {"ltx/predicted/neg", "vit/ltx/predicted/neg", "cnn/ltx/predicted/neg"}
 
 
+
+
+def test_per_backbone_columns_take_the_same_method_patterns(tmp_path: Path) -> None:
+    job = tmp_path / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- loss.mask_weight=5\n")
+    write_results(job / "results.csv", [
+        dict(backbone=b, method=m, class_mode="predicted", metric="neg", value=v)
+        for b, m, v in (("vit", "ltx", 40.0), ("cnn", "ltx", 50.0), ("vit", "ig", 30.0))])
+    _, columns, rows = sweep_table.collect(tmp_path, ["ltx/*/*"], per_backbone=True)
+    assert columns == ["job", "cnn/ltx/predicted/neg", "vit/ltx/predicted/neg"]
+    assert rows[0]["vit/ltx/predicted/neg"] == 40.0
+    assert sweep_table.collect(tmp_path, ["ltx/*/*"])[1] == ["job", "ltx/predicted/neg"]
 
 
 def read_table(path: Path) -> list[dict[str, str]]:
