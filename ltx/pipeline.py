@@ -346,7 +346,7 @@ def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: Ex
                 continue
             explainer, masking = explainers[class_mode]
             setting = method_setting(method_cfg)
-            # maps of another class mode made with the same settings (used where the class is the same)
+            # saved maps of another class mode made with the same settings (used where the class is the same)
             other = next((MapKey(name, method_name, mode) for mode in cfg.class_modes if mode != class_mode
                           and store.setting(MapKey(name, method_name, mode)) == setting), None)
             context = dict(explained=explained, explainer=explainer, masking=masking,

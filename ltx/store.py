@@ -90,11 +90,12 @@ class MapStore:
                 found.update(f.get_tensor("index").tolist())
         return found
 
-    def setting(self, key: MapKey) -> str:
+    def setting(self, key: MapKey) -> str | None:
+        """The method settings the maps of `key` were made with (None: no maps saved)."""
         for shard in self._shards(key):
             with safe_open(str(shard), framework="pt") as f:
                 return (f.metadata() or {}).get("setting", "")
-        return ""
+        return None
 
     def load(self, key: MapKey) -> dict[str, torch.Tensor]:
         """All shards merged, sorted by instance index, one entry per index."""
@@ -123,7 +124,6 @@ class SavedMaps:
     read as not found)."""
 
     def __init__(self, store: MapStore, key: MapKey) -> None:
-        self.key = key
         self.where: dict[int, tuple[Path, int]] = {}
         for shard in store._shards(key):
             with safe_open(str(shard), framework="pt") as f:

@@ -19,6 +19,7 @@ def test_shards_merge_sorted_and_deduplicated(tmp_path):
     assert loaded["index"].tolist() == [1, 3, 5]
     assert torch.equal(loaded["maps"][:, 0, 0], torch.tensor([1.0, 3.0, 5.0]))
     assert store.keys() == [key] and store.setting(key) == "steps=25"
+    assert store.setting(MapKey("vit", "ltx", "target")) is None  # nothing saved: not "no settings"
     assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temporaries
 
 
