@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import tempfile
-import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -288,6 +287,7 @@ def pretrain(cfg: DictConfig, explained: ExplainedModel, explainer: Explainer, m
     import torch
     from torch.utils.data import DataLoader
 
+    from ltx.lit import expected_fit_warnings
     from ltx.lit.pretrain import PretrainModule
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # device summary and tips: noise here
@@ -301,10 +301,7 @@ def pretrain(cfg: DictConfig, explained: ExplainedModel, explainer: Explainer, m
                         devices=[device.index or 0] if device.type == "cuda" else 1, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=not quiet)
     log.info("pretraining the explainer on %d images for %d steps", len(dataset), steps)
-    with warnings.catch_warnings():
-        # expected here: no validation images, and the frozen explained model kept in eval mode
-        warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no")
-        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    with expected_fit_warnings():
         trainer.fit(module, loader)
 
 

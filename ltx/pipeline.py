@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from torchmetrics import Metric
 
 from ltx.data import seeded_subset
+from ltx.lit import expected_fit_warnings
 from ltx.lit.classifier import ClassifierModule
 from ltx.lit.explain import ExplainModule
 from ltx.lit.pretrain import PretrainModule
@@ -229,8 +230,9 @@ def ensure_blackbox(cfg: DictConfig, name: str, spec: DictConfig, datamodule: L.
     seed = seed_stage(cfg, "blackbox", name)
     module = ClassifierModule(explained, lr=spec.train.lr, weight_decay=spec.train.weight_decay).train()
     trainer = make_trainer(cfg, max_epochs=spec.train.epochs)
-    trainer.fit(module, train_loader(trainer, datamodule.train_set, spec.train.batch_size, seed),
-                _loader(datamodule.val_set, 256))
+    with expected_fit_warnings():
+        trainer.fit(module, train_loader(trainer, datamodule.train_set, spec.train.batch_size, seed),
+                    _loader(datamodule.val_set, 256))
     explained.train(False).requires_grad_(False)
     if trainer.is_global_zero:
         save_tensors(path, network.state_dict(), metadata={"model": spec.name})
@@ -282,8 +284,9 @@ def pretrain_explainer(cfg: DictConfig, run_dir: Path, name: str, explained: Exp
                                      save_last=True, filename="best")
         trainer = make_trainer(cfg, max_epochs=p.epochs, callbacks=[checkpoint], enable_checkpointing=True,
                                logger=make_loggers(cfg, f"pretrain-{name}-{class_mode}"))
-        trainer.fit(module, train_loader(trainer, train, p.batch_size, seed), _loader(val, p.batch_size),
-                    ckpt_path=str(last) if resumable else None)
+        with expected_fit_warnings():
+            trainer.fit(module, train_loader(trainer, train, p.batch_size, seed), _loader(val, p.batch_size),
+                        ckpt_path=str(last) if resumable else None)
         best = rank_zero_view(checkpoint.best_model_path or str(last))
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"],
                                strict=False)
