@@ -31,7 +31,7 @@ import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from omegaconf import DictConfig, OmegaConf
@@ -181,6 +181,10 @@ def check_config(cfg: DictConfig) -> None:
     cheaply, so a bad value fails now), `pretrain.explainer_from` is a backbone of the run, and
     `optimized_metric` names a result the run makes."""
     instantiate(cfg.loss), instantiate(cfg.masking)
+    patience = cfg.pretrain.get("patience")
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"pretrain.patience={patience}: give a number of epochs >= 1, or null to train "
+                         f"every epoch (the paper).")
     source = cfg.pretrain.get("explainer_from")
     if source is not None and source not in cfg.backbone:
         raise ValueError(f"pretrain.explainer_from={source} is not a backbone of this run: choose one of "
@@ -253,7 +257,8 @@ def accuracy(explained: ExplainedModel, dataset: Dataset, batch_size: int = 256)
 def pretrain_explainer(cfg: DictConfig, run_dir: Path, name: str, explained: ExplainedModel,
                        datamodule: L.LightningDataModule, class_mode: str) -> tuple[Explainer, Masking]:
     """Pretrain (or reload) the explainer of one backbone and class mode; the best epoch is kept.
-    `pretrain.epochs=0` keeps the explainer as initialised (the no-pretraining ablation)."""
+    `pretrain.epochs=0` keeps the explainer as initialised (the no-pretraining ablation);
+    `pretrain.patience` stops once the monitored value has not improved for that many epochs."""
     seed = seed_stage(cfg, "pretrain", name, class_mode)
     explainer: Explainer = instantiate(cfg.explainer)(explained)
     masking: Masking = instantiate(cfg.masking)
@@ -280,9 +285,15 @@ def pretrain_explainer(cfg: DictConfig, run_dir: Path, name: str, explained: Exp
                               per_class=per_class, seed=cfg.seed)
         val = seeded_subset(datamodule.val_set, num_samples=None if per_class else p.num_val,
                             per_class=per_class, seed=cfg.seed)
-        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=p.monitor, mode="min", save_top_k=1,
-                                     save_last=True, filename="best")
-        trainer = make_trainer(cfg, max_epochs=p.epochs, callbacks=[checkpoint], enable_checkpointing=True,
+        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=p.monitor, mode="min", save_top_k=1, filename="best")
+        # every epoch, to resume from (`save_last` writes only when the best improves)
+        latest = ModelCheckpoint(dirpath=ckpt_dir, filename=last.stem, enable_version_counter=False)
+        # the schedule stays that of p.epochs, so stopping early keeps exactly the checkpoint a full
+        # run keeps unless a later epoch would have beaten it
+        callbacks = [checkpoint, latest]
+        if p.get("patience") is not None:
+            callbacks.append(EarlyStopping(monitor=p.monitor, mode="min", patience=p.patience, verbose=True))
+        trainer = make_trainer(cfg, max_epochs=p.epochs, callbacks=callbacks, enable_checkpointing=True,
                                logger=make_loggers(cfg, f"pretrain-{name}-{class_mode}"))
         with expected_fit_warnings():
             trainer.fit(module, train_loader(trainer, train, p.batch_size, seed), _loader(val, p.batch_size),

@@ -59,8 +59,10 @@ def test_multiple_backbones_in_one_run():
 
 @pytest.mark.parametrize("experiment", ["vit_b", "resnet101"])
 def test_paper_experiments_keep_the_papers_settings(experiment):
-    """The embedded default's own choices (mask weight, epochs, finetuning lr, masking) stay out of them."""
+    """The embedded default's own choices (mask weight, epochs, early stopping, finetuning lr,
+    masking) stay out of them."""
     cfg = compose_config([f"+experiment={experiment}"])
     assert cfg.loss.mask_weight == 50 and cfg.pretrain.epochs == 30 and cfg.pretrain.lr == 2e-3
+    assert cfg.pretrain.patience is None
     assert cfg.method.ltx.lr == 2e-3 and cfg.method.ltx.steps == 25 and cfg.method.ltx_sel.select_by == "pos"
     assert cfg.masking._target_ == "ltx.masking.ConstantBaseline" and cfg.masking.value == 0 and not cfg.masking.hard

@@ -2,9 +2,12 @@
 
 import logging
 
+import pytest
 import torch
+from safetensors.torch import load_file
 
-from ltx.pipeline import Evaluation, evaluate, instance_ids, prepare_data
+from ltx.lit.pretrain import PretrainModule
+from ltx.pipeline import Evaluation, check_config, evaluate, instance_ids, prepare_data, pretrain_explainer
 from ltx.store import MapKey, MapStore
 from tests.helpers import compose_config, tiny_explained, tiny_vit
 
@@ -63,3 +66,57 @@ def test_lightning_device_lines_are_logged_once_and_its_advert_never() -> None:
     messages = ["GPU available: False, used: False", "💡 Tip: try litlogger", "`Trainer.fit` stopped",
                 "GPU available: False, used: False", "`Trainer.fit` stopped"]
     assert [once.filter(record(m)) for m in messages] == [True, False, True, False, True]
+
+
+def _epochs_run(patience: str, out) -> int:
+    """Pretrain with lr 0 (the validation POS never improves) for at most 4 epochs; epochs run."""
+    cfg = compose_config(tiny_vit("pretrain.epochs=4", "pretrain.lr=0", f"pretrain.patience={patience}"))
+    datamodule, _ = prepare_data(cfg)
+    explained = tiny_explained("ltx_shapes_vit")
+    pretrain_explainer(cfg, out, "shapes_vit", explained, datamodule, "predicted")
+    assert (out / "explainers" / "shapes_vit" / "predicted.safetensors").is_file()
+    last = torch.load(out / "checkpoints" / "shapes_vit" / "predicted" / "last.ckpt", weights_only=True)
+    return last["epoch"] + 1
+
+
+def test_pretraining_stops_after_patience_epochs_without_improvement(tmp_path):
+    assert _epochs_run("1", tmp_path / "patience1") == 2
+    assert _epochs_run("2", tmp_path / "patience2") == 3
+    assert _epochs_run("null", tmp_path / "paper") == 4  # the paper: every epoch
+
+
+def test_a_patience_below_one_is_refused_before_any_work():
+    for patience in ("0", "-1", "1.5"):
+        with pytest.raises(ValueError, match=rf"pretrain.patience={patience}: give a number of epochs >= 1"):
+            check_config(compose_config([f"pretrain.patience={patience}"]))
+    check_config(compose_config(["pretrain.patience=null"]))
+
+
+def test_pretraining_killed_after_an_epoch_resumes_to_the_uninterrupted_explainer(tmp_path, monkeypatch):
+    cfg = compose_config(tiny_vit("pretrain.epochs=3", "pretrain.patience=null", "pretrain.monitor=val/loss"))
+    datamodule, _ = prepare_data(cfg)
+
+    def pretrain(out):
+        pretrain_explainer(cfg, out, "shapes_vit", tiny_explained("ltx_shapes_vit"), datamodule, "predicted")
+        return load_file(out / "explainers" / "shapes_vit" / "predicted.safetensors")
+
+    whole = pretrain(tmp_path / "whole")
+
+    class Killed(RuntimeError):
+        pass
+
+    def die_after_the_second_epoch(self) -> None:
+        if self.current_epoch == 2:
+            raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PretrainModule, "on_train_epoch_start", die_after_the_second_epoch, raising=False)
+        with pytest.raises(Killed):
+            pretrain(tmp_path / "killed")
+    last = torch.load(tmp_path / "killed" / "checkpoints" / "shapes_vit" / "predicted" / "last.ckpt",
+                      weights_only=True)
+    assert last["epoch"] == 1  # the latest epoch, not the best one
+    resumed = pretrain(tmp_path / "killed")
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key])
