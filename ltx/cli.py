@@ -287,7 +287,7 @@ def pretrain(cfg: DictConfig, explained: ExplainedModel, explainer: Explainer, m
     import torch
     from torch.utils.data import DataLoader
 
-    from ltx.lit import expected_fit_warnings
+    from ltx.lit import expected_lightning_warnings
     from ltx.lit.pretrain import PretrainModule
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # device summary and tips: noise here
@@ -301,7 +301,7 @@ def pretrain(cfg: DictConfig, explained: ExplainedModel, explainer: Explainer, m
                         devices=[device.index or 0] if device.type == "cuda" else 1, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=not quiet)
     log.info("pretraining the explainer on %d images for %d steps", len(dataset), steps)
-    with expected_fit_warnings():
+    with expected_lightning_warnings():
         trainer.fit(module, loader)
 
 

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from torchmetrics import Metric
 
 from ltx.data import seeded_subset
-from ltx.lit import expected_fit_warnings
+from ltx.lit import expected_lightning_warnings
 from ltx.lit.classifier import ClassifierModule
 from ltx.lit.explain import ExplainModule
 from ltx.lit.pretrain import PretrainModule
@@ -234,7 +234,7 @@ def ensure_blackbox(cfg: DictConfig, name: str, spec: DictConfig, datamodule: L.
     seed = seed_stage(cfg, "blackbox", name)
     module = ClassifierModule(explained, lr=spec.train.lr, weight_decay=spec.train.weight_decay).train()
     trainer = make_trainer(cfg, max_epochs=spec.train.epochs)
-    with expected_fit_warnings():
+    with expected_lightning_warnings():
         trainer.fit(module, train_loader(trainer, datamodule.train_set, spec.train.batch_size, seed),
                     _loader(datamodule.val_set, 256))
     explained.train(False).requires_grad_(False)
@@ -295,7 +295,7 @@ def pretrain_explainer(cfg: DictConfig, run_dir: Path, name: str, explained: Exp
             callbacks.append(EarlyStopping(monitor=p.monitor, mode="min", patience=p.patience, verbose=True))
         trainer = make_trainer(cfg, max_epochs=p.epochs, callbacks=callbacks, enable_checkpointing=True,
                                logger=make_loggers(cfg, f"pretrain-{name}-{class_mode}"))
-        with expected_fit_warnings():
+        with expected_lightning_warnings():
             trainer.fit(module, train_loader(trainer, train, p.batch_size, seed), _loader(val, p.batch_size),
                         ckpt_path=str(last) if resumable else None)
         best = rank_zero_view(checkpoint.best_model_path or str(last))
@@ -378,8 +378,9 @@ def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: Ex
             # Lightning's unrepeated sampler needs an instance per rank: a resumed run with fewer
             # left than ranks redoes a few saved ones (MapStore.load keeps one map per index).
             todo += [i for i, idx in enumerate(ids) if idx in done][:max(trainer.world_size - len(todo), 0)]
-            trainer.predict(module, _loader(Subset(instances, todo), cfg.explain.batch_size),
-                            return_predictions=False)
+            with expected_lightning_warnings():
+                trainer.predict(module, _loader(Subset(instances, todo), cfg.explain.batch_size),
+                                return_predictions=False)
             if getattr(module, "reused", 0):
                 log.info("maps %s: %d maps reused from %s (same class explained)", key, module.reused, other)
 
