@@ -48,3 +48,7 @@ def tiny_vit(*overrides: str) -> list[str]:
     """TINY_VIT with `overrides` in place of its own values for the same keys."""
     keys = {o.split("=", 1)[0] for o in overrides}
     return [o for o in TINY_VIT if o.split("=", 1)[0] not in keys] + list(overrides)
+
+
+class Killed(RuntimeError):
+    """Stands for the process being killed (raised from a patched hook by the resume tests)."""

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from ltx.lit.pretrain import PretrainModule
 from ltx.pipeline import Evaluation, check_config, evaluate, instance_ids, prepare_data, pretrain_explainer
 from ltx.store import MapKey, MapStore
-from tests.helpers import compose_config, tiny_explained, tiny_vit
+from tests.helpers import Killed, compose_config, tiny_explained, tiny_vit
 
 
 def test_failed_instances_are_counted_and_left_out_of_the_metrics(tmp_path):
@@ -68,15 +68,24 @@ def test_lightning_device_lines_are_logged_once_and_its_advert_never() -> None:
     assert [once.filter(record(m)) for m in messages] == [True, False, True, False, True]
 
 
+def _pretrain(cfg, out) -> dict[str, torch.Tensor]:
+    """The tiny ViT's predicted-class explainer pretrained into run directory `out`, as saved."""
+    datamodule, _ = prepare_data(cfg)
+    pretrain_explainer(cfg, out, "shapes_vit", tiny_explained("ltx_shapes_vit"), datamodule, "predicted")
+    return load_file(out / "explainers" / "shapes_vit" / "predicted.safetensors")
+
+
+def _last_epoch(out) -> int:
+    """The epoch (from 0) of the checkpoint a pretraining in `out` would resume from."""
+    last = out / "checkpoints" / "shapes_vit" / "predicted" / "last.ckpt"
+    return torch.load(last, weights_only=True)["epoch"]
+
+
 def _epochs_run(patience: str, out) -> int:
     """Pretrain with lr 0 (the validation POS never improves) for at most 4 epochs; epochs run."""
     cfg = compose_config(tiny_vit("pretrain.epochs=4", "pretrain.lr=0", f"pretrain.patience={patience}"))
-    datamodule, _ = prepare_data(cfg)
-    explained = tiny_explained("ltx_shapes_vit")
-    pretrain_explainer(cfg, out, "shapes_vit", explained, datamodule, "predicted")
-    assert (out / "explainers" / "shapes_vit" / "predicted.safetensors").is_file()
-    last = torch.load(out / "checkpoints" / "shapes_vit" / "predicted" / "last.ckpt", weights_only=True)
-    return last["epoch"] + 1
+    _pretrain(cfg, out)
+    return _last_epoch(out) + 1
 
 
 def test_pretraining_stops_after_patience_epochs_without_improvement(tmp_path):
@@ -94,16 +103,7 @@ def test_a_patience_below_one_is_refused_before_any_work():
 
 def test_pretraining_killed_after_an_epoch_resumes_to_the_uninterrupted_explainer(tmp_path, monkeypatch):
     cfg = compose_config(tiny_vit("pretrain.epochs=3", "pretrain.patience=null", "pretrain.monitor=val/loss"))
-    datamodule, _ = prepare_data(cfg)
-
-    def pretrain(out):
-        pretrain_explainer(cfg, out, "shapes_vit", tiny_explained("ltx_shapes_vit"), datamodule, "predicted")
-        return load_file(out / "explainers" / "shapes_vit" / "predicted.safetensors")
-
-    whole = pretrain(tmp_path / "whole")
-
-    class Killed(RuntimeError):
-        pass
+    whole = _pretrain(cfg, tmp_path / "whole")
 
     def die_after_the_second_epoch(self) -> None:
         if self.current_epoch == 2:
@@ -112,11 +112,9 @@ def test_pretraining_killed_after_an_epoch_resumes_to_the_uninterrupted_explaine
     with monkeypatch.context() as patch:
         patch.setattr(PretrainModule, "on_train_epoch_start", die_after_the_second_epoch, raising=False)
         with pytest.raises(Killed):
-            pretrain(tmp_path / "killed")
-    last = torch.load(tmp_path / "killed" / "checkpoints" / "shapes_vit" / "predicted" / "last.ckpt",
-                      weights_only=True)
-    assert last["epoch"] == 1  # the latest epoch, not the best one
-    resumed = pretrain(tmp_path / "killed")
+            _pretrain(cfg, tmp_path / "killed")
+    assert _last_epoch(tmp_path / "killed") == 1  # the latest epoch, not the best one
+    resumed = _pretrain(cfg, tmp_path / "killed")
     assert whole.keys() == resumed.keys()
     for key in whole:
         torch.testing.assert_close(resumed[key], whole[key])

@@ -11,14 +11,10 @@ import torch
 
 from ltx.pipeline import MapWriter, run_pipeline
 from ltx.store import MapKey, MapStore, read_results
-from tests.helpers import compose_config, tiny_vit
+from tests.helpers import Killed, compose_config, tiny_vit
 
 # 4 instances in 2 loader batches, so a run can stop between them
 RESUME = tiny_vit("method=[ltx,ltx_pretrained,gradcam]", "method.ltx.steps=2", "explain.batch_size=2")
-
-
-class Killed(RuntimeError):
-    """Stands for the process being killed."""
 
 
 def run(out: Path, cache_dir: Path) -> list[dict]:
