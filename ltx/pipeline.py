@@ -17,6 +17,7 @@ spawn re-imports everything per call), so the sharded evaluation would have no p
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import zlib
@@ -30,7 +31,7 @@ import torch
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
@@ -45,12 +46,13 @@ from ltx.lit.classifier import ClassifierModule
 from ltx.lit.explain import ExplainModule
 from ltx.lit.pretrain import PretrainModule
 from ltx.masking import Masking
-from ltx.metrics import create_metric
-from ltx.metrics.perturbation import PERTURBATION_METRICS
+from ltx.metrics import METRICS, create_metric
+from ltx.metrics.perturbation import PERTURBATION_METRICS, PerturbationCurve
+from ltx.metrics.validity import benchmark_validity, describe
 from ltx.models.explained import ExplainedModel
 from ltx.models.explainer import Explainer
 from ltx.models.zoo import WEIGHT_SOURCES, cache_key, create_network, load_weights, wrap
-from ltx.methods.base import MethodNotApplicable
+from ltx.methods.base import METHODS, MethodNotApplicable
 from ltx.progress import track
 from ltx.report import log_results, write_report
 from ltx.store import (MapKey, MapStore, SavedMaps, metric_key_parts, metric_values, save_tensors, write_json,
@@ -181,6 +183,7 @@ def check_config(cfg: DictConfig) -> None:
     cheaply, so a bad value fails now), `pretrain.explainer_from` is a backbone of the run, and
     `optimized_metric` names a result the run makes."""
     instantiate(cfg.loss), instantiate(cfg.masking)
+    check_ground_truth(cfg)
     patience = cfg.pretrain.get("patience")
     if patience is not None and (not isinstance(patience, int) or patience < 1):
         raise ValueError(f"pretrain.patience={patience}: give a number of epochs >= 1, or null to train "
@@ -202,6 +205,21 @@ def check_config(cfg: DictConfig) -> None:
                              f"({choices[part]}).")
 
 
+def check_ground_truth(cfg: DictConfig) -> None:
+    """A localization metric, the oracle or the suite's references need ground-truth masks: refuse
+    them, before any work, on data that has none."""
+    if get_class(cfg.data._target_).has_masks:
+        return
+    wanted = [f"eval.metrics: {m}" for m in cfg.eval.metrics if not issubclass(METRICS[m], PerturbationCurve)]
+    wanted += [f"method: {m}" for m, conf in cfg.method.items()
+               if "mask" in getattr(get_class(conf.get("_target_", "builtins.object")), "needs", ())]
+    wanted += [f"eval.references: {m}" for m in cfg.eval.get("references") or []]
+    if wanted:
+        raise ValueError(f"{', '.join(wanted)} need ground-truth masks, which data={cfg.data._target_} does not "
+                         f"have: choose eval=paper (or another suite without them) and drop the oracle, or "
+                         f"data with masks (data=shapes).")
+
+
 # --- stage 1: the explained models ---------------------------------------------------------------
 
 def ensure_blackbox(cfg: DictConfig, name: str, spec: DictConfig, datamodule: L.LightningDataModule) -> ExplainedModel:
@@ -218,12 +236,13 @@ def ensure_blackbox(cfg: DictConfig, name: str, spec: DictConfig, datamodule: L.
     if spec.get("train") is None:
         raise ValueError(f"backbone {name} has weights=train but no train recipe; choose weights from "
                          f"{WEIGHT_SOURCES} or a checkpoint path.")
-    # The key covers the config, the architecture as built and the data as generated, so a code
-    # change to either trains a new black box instead of silently reusing a stale one.
+    # The key covers the config (the train recipe and its augmentation included), what the training
+    # code fixes, the architecture as built and the data as generated, so a change to any of them
+    # trains a new black box instead of silently reusing a stale one.
     data_id = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in LOADER_KEYS}
-    first = datamodule.train_set[0]["image"]
-    data_id.update({"class": cfg.data._target_, "fingerprint": f"{float(first.double().sum()):.6f}"})
-    key = cache_key({**OmegaConf.to_container(spec, resolve=True), "architecture": repr(network)}, data_id)
+    data_id.update({"class": cfg.data._target_, "fingerprint": data_fingerprint(datamodule.train_set)})
+    key = cache_key({**OmegaConf.to_container(spec, resolve=True), "architecture": repr(network),
+                     "recipe": ClassifierModule.RECIPE}, data_id)
     path = Path(cfg.paths.cache_dir) / "blackboxes" / f"{name}-{key}.safetensors"
     if rank_zero_view(path.is_file()):
         log.info("black box %s: cached weights %s", name, path)
@@ -232,7 +251,8 @@ def ensure_blackbox(cfg: DictConfig, name: str, spec: DictConfig, datamodule: L.
     log.info("black box %s: training on %s (%d epochs), will cache to %s", name, cfg.data._target_,
              spec.train.epochs, path)
     seed = seed_stage(cfg, "blackbox", name)
-    module = ClassifierModule(explained, lr=spec.train.lr, weight_decay=spec.train.weight_decay).train()
+    module = ClassifierModule(explained, lr=spec.train.lr, weight_decay=spec.train.weight_decay,
+                              removal=spec.train.get("removal")).train()
     trainer = make_trainer(cfg, max_epochs=spec.train.epochs)
     with expected_lightning_warnings():
         trainer.fit(module, train_loader(trainer, datamodule.train_set, spec.train.batch_size, seed),
@@ -241,6 +261,16 @@ def ensure_blackbox(cfg: DictConfig, name: str, spec: DictConfig, datamodule: L.
     if trainer.is_global_zero:
         save_tensors(path, network.state_dict(), metadata={"model": spec.name})
     return explained
+
+
+def data_fingerprint(dataset: Dataset, samples: int = 32) -> str:
+    """A hash of the size, and of the pixels and labels of `samples` images spread over `dataset`."""
+    digest = hashlib.sha256(str(len(dataset)).encode())
+    for i in torch.linspace(0, len(dataset) - 1, min(samples, len(dataset))).long().unique().tolist():
+        item = dataset[i]
+        digest.update(item["image"].contiguous().numpy().tobytes())
+        digest.update(str(int(item["label"])).encode())
+    return digest.hexdigest()[:16]
 
 
 @torch.no_grad()
@@ -344,13 +374,39 @@ def build_method(method_cfg: DictConfig, context: dict[str, Any]) -> L.Lightning
     return ExplainModule(method, class_mode=context["class_mode"], reuse=context.get("reuse"))
 
 
+def run_methods(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The methods whose maps a run makes: those selected in `method`, then the suite's references
+    (`eval.references`: the oracle and random maps on data with ground truth) not among them,
+    with their registered defaults."""
+    methods = {}
+    for name, conf in cfg.method.items():
+        if "_target_" in conf:
+            methods[name] = conf
+        else:
+            log.warning("method.%s has settings but is not selected (no _target_): ignored", name)
+    for name in cfg.eval.get("references") or []:
+        if name not in methods:
+            cls = METHODS[name]
+            methods[name] = OmegaConf.create({"_target_": f"{cls.__module__}.{cls.__qualname__}", "_partial_": True})
+    return methods
+
+
+def unranked(cfg: DictConfig) -> dict[str, str]:
+    """Methods the report shows but never ranks, with the reason: the oracle, and any LTX variant
+    that selects its map with an evaluation metric (the official code's `select_by=pos`)."""
+    reasons = {}
+    for name, conf in run_methods(cfg).items():
+        if getattr(get_class(conf._target_), "needs", ()):
+            reasons[name] = "reference: uses the ground truth"
+        elif conf.get("select_by") in PERTURBATION_METRICS:
+            reasons[name] = f"selects its map with the {conf.select_by.upper()} test it is scored on"
+    return reasons
+
+
 def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedModel,
                       explainers: dict[str, tuple[Explainer, Masking]], instances: Subset) -> None:
     ids = instance_ids(instances)
-    for method_name, method_cfg in cfg.method.items():
-        if "_target_" not in method_cfg:
-            log.warning("method.%s has settings but is not selected (no _target_): ignored", method_name)
-            continue
+    for method_name, method_cfg in run_methods(cfg).items():
         for class_mode in cfg.class_modes:
             key = MapKey(name, method_name, class_mode)
             done = rank_zero_view(store.done(key))
@@ -477,7 +533,11 @@ def evaluate_and_report(cfg: DictConfig, models: dict[str, ExplainedModel], data
     for name, explained in models.items():
         accuracies[name] = accuracy(explained, datamodule.test_set)
         log.info("black box %s: test accuracy %.2f%%", name, 100 * accuracies[name])
-    info = {"blackbox_accuracy": accuracies, "settings": {str(k): store.setting(k) for k in store.keys()}}
+    validity = benchmark_validity(result.rows)
+    for name, entry in validity.items():
+        (log.info if entry["passed"] else log.warning)(describe(name, entry))
+    info = {"blackbox_accuracy": accuracies, "benchmark_validity": validity, "unranked": unranked(cfg),
+            "settings": {str(k): store.setting(k) for k in store.keys()}}
     write_json(run_dir / "run_info.json", info)
     write_report(run_dir, result.rows, result.curves, info, store, instances, list(models),
                  num_examples=cfg.explain.grid_images)

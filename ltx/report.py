@@ -43,10 +43,19 @@ def _higher_is_better(metric: str) -> bool | None:
 
 @dataclass
 class Table:
-    """Methods × metrics of one backbone and class mode."""
+    """Methods × metrics of one backbone and class mode; `unranked` methods (the oracle, metric-
+    selected maps) are shown after the others, marked, and never counted as the best."""
 
     metrics: list[str] = field(default_factory=list)
     cells: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    unranked: dict[str, str] = field(default_factory=dict)
+
+    def methods(self) -> list[str]:
+        """Ranked methods in result order, then the unranked ones."""
+        return sorted(self.cells, key=lambda method: method in self.unranked)
+
+    def label(self, method: str) -> str:
+        return f"{method} ({self.unranked[method]})" if method in self.unranked else method
 
     def header(self, metric: str) -> str:
         """The metric's name with its direction (↑ / ↓: better)."""
@@ -56,14 +65,15 @@ class Table:
     def best(self, metric: str) -> float | None:
         """The best value of a column, to highlight (None: no direction known)."""
         better = _higher_is_better(metric)
-        values = [v[metric] for v in self.cells.values() if metric in v]
+        values = [v[metric] for method, v in self.cells.items() if metric in v and method not in self.unranked]
         if better is None or not values:
             return None
         return max(values) if better else min(values)
 
 
-def _table(rows: list[dict[str, Any]], backbone: str, class_mode: str) -> Table:
-    table = Table()
+def _table(rows: list[dict[str, Any]], backbone: str, class_mode: str,
+           unranked: dict[str, str] | None = None) -> Table:
+    table = Table(unranked=dict(unranked or {}))
     for row in rows:
         if row["backbone"] == backbone and row["class_mode"] == class_mode:
             table.metrics += [row["metric"]] if row["metric"] not in table.metrics else []
@@ -75,31 +85,34 @@ def _markdown_table(table: Table) -> str:
     """Methods × metrics as markdown, the best of each column in bold."""
     lines = ["| method | " + " | ".join(table.header(m) for m in table.metrics) + " |",
              "|---|" + "---:|" * len(table.metrics)]
-    for method, values in table.cells.items():
-        cells = []
+    for method in table.methods():
+        values, cells = table.cells[method], []
         for m in table.metrics:
             text = f"{values[m]:.4g}" if m in values else "–"
             cells.append(f"**{text}**" if m in values and values[m] == table.best(m) else text)
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        name = f"*{table.label(method)}*" if method in table.unranked else method
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _html_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(table.header(m))}</th>" for m in table.metrics)
     body = []
-    for method, values in table.cells.items():
-        cells = []
+    for method in table.methods():
+        values, cells = table.cells[method], []
         for m in table.metrics:
             best = m in values and values[m] == table.best(m)
             text = f"{values[m]:.4g}" if m in values else "–"
             cells.append(f"<td{' class=best' if best else ''}>{text}</td>")
-        body.append(f"<tr><th>{html.escape(method)}</th>{''.join(cells)}</tr>")
+        unranked = " class=unranked" if method in table.unranked else ""
+        body.append(f"<tr{unranked}><th>{html.escape(table.label(method))}</th>{''.join(cells)}</tr>")
     return f"<table><thead><tr><th>method</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 # --- the run report: one outline, two renderings ---------------------------------------------------
 
-#: ("h1" | "h2" | "h3" | "p", text) | ("table", Table) | ("figure", (caption, path))
+#: ("h1" | "h2" | "h3" | "p", text) | ("table", Table) | ("grid", (header, rows of strings))
+#: | ("figure", (caption, path))
 #: | ("code list", [(code, text)])
 Block = tuple[str, Any]
 
@@ -118,8 +131,11 @@ def outline(rows: list[dict[str, Any]], info: dict[str, Any],
     modes = list(dict.fromkeys(row["class_mode"] for row in rows))
     for backbone, acc in info["blackbox_accuracy"].items():
         blocks += [("h2", backbone), ("p", f"Black-box test accuracy: {100 * acc:.2f} %")]
+        validity = info.get("benchmark_validity", {}).get(backbone)
+        if validity:
+            blocks += validity_blocks(validity)
         for mode in modes:
-            table = _table(rows, backbone, mode)
+            table = _table(rows, backbone, mode, info.get("unranked"))
             if table.cells:
                 blocks += [("h3", f"{mode} class"), ("table", table)]
         for caption, path in (figure_paths or {}).get(backbone, {}).items():
@@ -128,6 +144,18 @@ def outline(rows: list[dict[str, Any]], info: dict[str, Any],
     if settings:
         blocks += [("h2", "How the maps were made"), ("code list", settings)]
     return blocks
+
+
+def validity_blocks(entry: dict[str, Any]) -> list[Block]:
+    """The benchmark's own sanity check (ltx.metrics.validity): the oracle against random maps."""
+    verdict = ("passed: the ground-truth mask beats random maps on every perturbation metric, so they can "
+               "rank methods" if entry["passed"] else
+               "FAILED: the ground-truth mask does not beat random maps, so these perturbation metrics "
+               "cannot rank methods on this data")
+    grid = (["metric", "oracle (gt_mask)", "random", "needed", "ok"],
+            [[c["metric"], f"{c['oracle']:.4g}", f"{c['random']:.4g}", c["rule"], "yes" if c["passed"] else "NO"]
+             for c in entry["checks"]])
+    return [("h3", "Benchmark validity"), ("p", f"{verdict} ({entry['class_mode']} class rows)."), ("grid", grid)]
 
 
 def markdown(rows: list[dict[str, Any]], info: dict[str, Any],
@@ -141,6 +169,10 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any],
             parts.append(content)
         elif kind == "table":
             parts.append(_markdown_table(content))
+        elif kind == "grid":
+            header, grid_rows = content
+            parts.append("\n".join(["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+                                   + ["| " + " | ".join(r) + " |" for r in grid_rows]))
         elif kind == "figure":
             parts.append(f"![{content[0]}]({content[1].name})")
         else:
@@ -158,6 +190,11 @@ def report_html(rows: list[dict[str, Any]], info: dict[str, Any],
             parts.append(f"<{kind}>{html.escape(content)}</{kind}>")
         elif kind == "table":
             parts.append(_html_table(content))
+        elif kind == "grid":
+            header, grid_rows = content
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in grid_rows)
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif kind == "figure":
             caption, path = content
             parts.append(f'<figure><img src="{data_uri(path)}" alt="{html.escape(caption)}"></figure>')
@@ -175,6 +212,7 @@ table { border-collapse: collapse; margin: .5em 0 1.5em; font-variant-numeric: t
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th:first-child { text-align: left; } thead th { background: #f3f3f3; }
 td.best { font-weight: bold; background: #e8f5e9; }
+tr.unranked th, tr.unranked td { font-style: italic; color: #555; }
 figure { margin: .5em 0 1.5em; } figure img { max-width: 100%; border: 1px solid #eee; }
 .meta { color: #666; font-size: .9em; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(900px, 1fr)); gap: 1em; }

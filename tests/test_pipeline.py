@@ -55,6 +55,19 @@ def test_an_image_size_the_black_box_was_not_built_for_fails_before_any_work(tmp
     assert not any(tmp_path.iterdir())  # nothing trained or written
 
 
+@pytest.mark.parametrize("overrides, named", [
+    (["eval=shapes"], "eval.metrics: pointing_game"),
+    (["eval=paper", "method=[ltx,gt_mask]"], "method: gt_mask"),
+    (["eval=paper", "+eval.references=[gt_mask]"], "eval.references: gt_mask"),
+])
+def test_ground_truth_asked_for_on_data_without_masks_fails_before_any_work(overrides, named):
+    cfg = compose_config(["data=imagenet", "data.root=/nowhere", *overrides])
+    with pytest.raises(ValueError, match=f"{named}.* need ground-truth masks.*choose eval=paper") as err:
+        check_config(cfg)
+    assert "\n" not in str(err.value)
+    check_config(compose_config(["data=imagenet", "data.root=/nowhere", "eval=paper"]))  # the fix works
+
+
 def test_lightning_device_lines_are_logged_once_and_its_advert_never() -> None:
     from ltx.pipeline import _DevicesOnce
 

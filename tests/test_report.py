@@ -66,6 +66,22 @@ def test_html_report_is_self_contained_with_tables_curves_and_maps(run_dir):
     assert "<li><code>vit/ltx/predicted</code>: steps=25 select_by=last</li>" in page
 
 
+def test_the_oracle_is_shown_last_marked_and_never_ranked_and_the_validity_block_is_printed():
+    rows = ROWS + [{"backbone": "vit", "method": "gt_mask", "class_mode": mode, "metric": metric, "value": value}
+                   for mode in ("predicted", "target") for metric, value in (("pos", 5.0), ("ins", 90.0))]
+    validity = {"vit": {"class_mode": "predicted", "passed": False, "checks": [
+        dict(metric="pos", oracle=32.8, random=31.7, bound=15.85, rule="<= 0.5 x random", passed=False)]}}
+    info = {**INFO, "unranked": {"gt_mask": "reference: uses the ground truth"}, "benchmark_validity": validity}
+    text = markdown(rows, info)
+    assert "| ltx | **10** | **80** |" in text  # the oracle's better values are not the best
+    assert text.index("| ltx |") < text.index("| *gt_mask (reference: uses the ground truth)* | 5 | 90 |")
+    assert "### Benchmark validity" in text and "FAILED: the ground-truth mask does not beat random" in text
+    assert "| pos | 32.8 | 31.7 | <= 0.5 x random | NO |" in text
+    page = report_html(rows, info, {})
+    assert "<tr class=unranked><th>gt_mask (reference: uses the ground truth)</th><td>5</td>" in page
+    assert "<td>32.8</td><td>31.7</td>" in page
+
+
 def test_html_report_without_figures_still_shows_the_tables():
     page = report_html(ROWS, INFO, {})
     assert "<table>" in page and "<img" not in page

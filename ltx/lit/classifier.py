@@ -10,15 +10,48 @@ from torchmetrics.classification import MulticlassAccuracy
 from ltx.models.explained import ExplainedModel
 
 
-class ClassifierModule(L.LightningModule):
-    """Trains `network` in [0, 1] input space with the normalisation the explained wrapper will use."""
+def random_removal(images: torch.Tensor, probability: float, max_fraction: float) -> torch.Tensor:
+    """Images of which a random `probability` share has a fraction U(0, max_fraction) of its pixels
+    blacked out, as removal tests do: half of them scattered pixels, half blobs (a thresholded
+    bilinear upsampling of a coarse random grid). Trained on this, a black box reads black pixels
+    as missing evidence, not as an unknown input (PROTOCOLS.md, "Validity")."""
+    batch, _, height, width = images.shape
+    device = images.device
+    grid = int(torch.randint(2, 5, ()).item()) ** 2  # blobs of a side / 4, / 9 or / 16
+    blobs = F.interpolate(torch.rand(batch, 1, grid, grid, device=device), size=(height, width),
+                          mode="bilinear", align_corners=False)
+    scattered = torch.rand(batch, 1, height, width, device=device)
+    noise = torch.where(torch.rand(batch, 1, 1, 1, device=device) < 0.5, blobs, scattered).flatten(1)
+    ranks = noise.argsort(1).argsort(1)
+    count = (torch.rand(batch, 1, device=device) * max_fraction * height * width).floor()
+    removed = (ranks < count) & (torch.rand(batch, 1, device=device) < probability)
+    return images.masked_fill(removed.view(batch, 1, height, width), 0.0)
 
-    def __init__(self, explained: ExplainedModel, *, lr: float = 2e-3, weight_decay: float = 0.05) -> None:
+
+class ClassifierModule(L.LightningModule):
+    """Trains `network` in [0, 1] input space with the normalisation the explained wrapper will use.
+
+    `removal` ({probability, max_fraction}, or None): the removal augmentation (`random_removal`).
+    """
+
+    #: what the training does besides its arguments (part of the black-box cache key)
+    RECIPE = {"optimizer": "AdamW", "schedule": "OneCycle pct_start=0.15", "label_smoothing": 0.1,
+              "removal": "random_removal v1"}
+
+    def __init__(self, explained: ExplainedModel, *, lr: float = 2e-3, weight_decay: float = 0.05,
+                 removal: dict[str, float] | None = None) -> None:
         super().__init__()
         self.explained = explained
         self.explained.model.requires_grad_(True)
         self.lr = lr
         self.weight_decay = weight_decay
+        if removal is not None:
+            removal = dict(removal)
+            if set(removal) != {"probability", "max_fraction"} or not (
+                    0 <= removal["probability"] <= 1 and 0 < removal["max_fraction"] <= 1):
+                raise ValueError(f"train.removal={removal}: give probability in [0, 1] and max_fraction in "
+                                 f"(0, 1], or null for no removal augmentation.")
+        self.removal = removal
         num_classes = explained.num_classes
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -33,7 +66,10 @@ class ClassifierModule(L.LightningModule):
         return self
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = F.cross_entropy(self(batch["image"]), batch["label"], label_smoothing=0.1)
+        images = batch["image"]
+        if self.removal is not None:
+            images = random_removal(images, **self.removal)
+        loss = F.cross_entropy(self(images), batch["label"], label_smoothing=self.RECIPE["label_smoothing"])
         self.log("blackbox/train_loss", loss, prog_bar=True)
         return loss
 

@@ -37,7 +37,8 @@ class ExplainModule(L.LightningModule):
             self.reused += int((~todo).sum())
         if todo.any():
             with torch.enable_grad():  # gradient-based methods (Grad-CAM, IG, GAE) need it under predict
-                computed = self.method(images[todo], classes[todo]).detach()
+                extras = {key: batch[key][todo] for key in self.method.needs if key in batch}
+                computed = self.method(images[todo], classes[todo], **extras).detach()
             if maps is None:
                 maps = computed
             else:

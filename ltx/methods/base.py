@@ -4,7 +4,9 @@ Like Captum's `attribute(inputs, target)`: `images` are (B, 3, H, W) in [0, 1], 
 tensor of the class to explain per image, and the result a (B, H, W) saliency map at image size
 (any scale: the metrics only rank it). Methods are registered by name so the CLI and the configs
 can find them; a method that needs a model's internals declares the families it supports and
-refuses others with a clear error.
+refuses others with a clear error. A method that needs more of the batch than the images (the
+ground-truth masks, for the oracle) names those keys in `needs` and receives them as keyword
+arguments of `explain`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class Method(ABC):
     name: ClassVar[str] = "method"
     #: model families ('vit', 'cnn') the method supports; None = any model (black-box methods)
     families: ClassVar[tuple[str, ...] | None] = None
+    #: batch entries besides images and classes that `explain` takes as keyword arguments (e.g. "mask")
+    needs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: ExplainedModel) -> None:
         self.check_applicable(model)
@@ -65,11 +69,16 @@ class Method(ABC):
             )
 
     @abstractmethod
-    def explain(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Saliency maps (B, H, W) for `classes` on `images` (B, 3, H, W) in [0, 1]."""
+    def explain(self, images: torch.Tensor, classes: torch.Tensor, **batch: torch.Tensor) -> torch.Tensor:
+        """Saliency maps (B, H, W) for `classes` on `images` (B, 3, H, W) in [0, 1]; `batch` holds
+        the entries named in `needs`."""
 
-    def __call__(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        maps = self.explain(images, classes)
+    def __call__(self, images: torch.Tensor, classes: torch.Tensor, **batch: torch.Tensor) -> torch.Tensor:
+        missing = [key for key in self.needs if batch.get(key) is None]
+        if missing:
+            raise ValueError(f"method {self.name!r} needs the batch entries {missing} (the data has none?): "
+                             f"choose data with them or another method.")
+        maps = self.explain(images, classes, **{key: batch[key] for key in self.needs})
         expected = (images.shape[0], *images.shape[-2:])
         if tuple(maps.shape) != expected:
             raise RuntimeError(f"{self.name} returned maps of shape {tuple(maps.shape)}, expected {expected}")

@@ -13,6 +13,8 @@ from tests.helpers import tiny_explained
 class CountingSaliency:
     """The saliency method, counting the images it explains."""
 
+    needs = ()
+
     def __init__(self, model) -> None:
         self.inner, self.model, self.seen = create_method("saliency", model), model, 0
 

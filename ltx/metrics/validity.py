@@ -1,0 +1,70 @@
+"""Can a benchmark with ground truth rank methods at all? Its oracle against random maps.
+
+The ground-truth mask used as a map (`gt_mask`, ltx/methods/oracle.py) is a perfect localizer:
+removing its pixels first must destroy the prediction, and keeping them must keep it, clearly
+better than random maps. When it does not (black pixels leak the removed region's outline, and
+on a shape-coded data set the outline is the class: PROTOCOLS.md, "Validity of a perturbation
+benchmark"), the perturbation metrics reward maps that avoid the evidence and their rankings
+mean nothing. Checked per black box on every perturbation metric of the run:
+
+- a metric where lower is better (POS, DEL, ROAD MoRF): oracle <= `max_ratio` × random;
+- a metric where higher is better (NEG, INS, ROAD LeRF): oracle >= random + `min_margin` × the
+  metric's scale (15 points of an AUC ×100).
+
+Both maps ignore the explained class and the scores use the ground-truth label, so one class
+mode's rows speak for the black box.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+ORACLE, FLOOR = "gt_mask", "random"
+
+
+def _rule(metric: str, max_ratio: float, min_margin: float) -> tuple[bool, float] | None:
+    """(lower is better, bound parameter) for a perturbation metric, None for any other."""
+    from ltx.metrics import METRICS
+    from ltx.metrics.perturbation import PerturbationCurve
+
+    cls = METRICS.get(metric)
+    if cls is None or not issubclass(cls, PerturbationCurve):
+        return None
+    return (False, min_margin * cls.auc_scale) if cls.higher_is_better else (True, max_ratio)
+
+
+def benchmark_validity(rows: Iterable[dict[str, Any]], *, max_ratio: float = 0.5,
+                       min_margin: float = 0.15) -> dict[str, dict[str, Any]]:
+    """Per backbone whose results hold both the oracle and random maps: the class mode read, one
+    check per perturbation metric ({metric, oracle, random, bound, rule, passed}) and `passed`."""
+    values: dict[tuple[str, str, str], dict[str, float]] = {}
+    for row in rows:
+        if row["method"] in (ORACLE, FLOOR):
+            values.setdefault((row["backbone"], row["class_mode"], row["metric"]), {})[row["method"]] = row["value"]
+    result: dict[str, dict[str, Any]] = {}
+    for (backbone, mode, metric), pair in values.items():
+        rule = _rule(metric, max_ratio, min_margin)
+        if rule is None or len(pair) < 2 or result.get(backbone, {}).get("class_mode", mode) != mode:
+            continue
+        lower, parameter = rule
+        oracle, floor = pair[ORACLE], pair[FLOOR]
+        bound = parameter * floor if lower else floor + parameter
+        check = dict(metric=metric, oracle=oracle, random=floor, bound=bound,
+                     rule=f"<= {parameter:g} x random" if lower else f">= random + {parameter:g}",
+                     passed=bool(oracle <= bound if lower else oracle >= bound))
+        entry = result.setdefault(backbone, {"class_mode": mode, "checks": []})
+        entry["checks"].append(check)
+    for entry in result.values():
+        entry["passed"] = all(check["passed"] for check in entry["checks"])
+    return result
+
+
+def describe(backbone: str, entry: dict[str, Any]) -> str:
+    """One paragraph for the log: every check, then the verdict."""
+    checks = "; ".join(f"{c['metric']} oracle {c['oracle']:.4g} vs random {c['random']:.4g} "
+                       f"(needs {c['rule']}: {'ok' if c['passed'] else 'FAILED'})" for c in entry["checks"])
+    verdict = ("valid" if entry["passed"] else
+               "NOT VALID: the ground-truth mask does not beat random maps, so these perturbation metrics "
+               "cannot rank methods on this data (PROTOCOLS.md, 'Validity of a perturbation benchmark')")
+    return f"benchmark validity {backbone}: {verdict}. {checks}"

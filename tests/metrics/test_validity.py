@@ -1,0 +1,37 @@
+"""The benchmark's own sanity check: the oracle against random maps, per black box."""
+
+from __future__ import annotations
+
+from ltx.metrics.validity import benchmark_validity, describe
+
+
+def rows(oracle: dict[str, float], floor: dict[str, float], backbone: str = "vit") -> list[dict]:
+    return [dict(backbone=backbone, method=method, class_mode=mode, metric=metric, value=value)
+            for method, values in (("gt_mask", oracle), ("random", floor))
+            for mode in ("predicted", "target") for metric, value in values.items()]
+
+
+def test_an_oracle_that_beats_random_clearly_passes_and_each_rule_can_fail():
+    floor = {"pos": 40.0, "neg": 40.0, "ins": 35.0, "del": 30.0, "gt_auroc": 0.5}
+    good = {"pos": 20.0, "neg": 55.0, "ins": 50.0, "del": 15.0, "gt_auroc": 1.0}
+    result = benchmark_validity(rows(good, floor))["vit"]
+    assert result["passed"] and result["class_mode"] == "predicted"
+    assert [c["metric"] for c in result["checks"]] == ["pos", "neg", "ins", "del"]  # perturbation metrics only
+    for metric, value in [("pos", 20.1), ("neg", 54.9), ("ins", 49.9), ("del", 15.1)]:
+        entry = benchmark_validity(rows({**good, metric: value}, floor))["vit"]
+        assert not entry["passed"], metric
+        assert [c["metric"] for c in entry["checks"] if not c["passed"]] == [metric]
+        assert "NOT VALID" in describe("vit", entry) and f"{metric} oracle" in describe("vit", entry)
+
+
+def test_the_shapes_leak_fails_and_a_run_without_the_references_has_no_block():
+    # issue 14's measurement on the shapes ViT: the oracle's POS above random's
+    entry = benchmark_validity(rows({"pos": 32.8, "neg": 49.6}, {"pos": 31.7, "neg": 40.0}))["vit"]
+    assert not entry["passed"]
+    only_random = [r for r in rows({"pos": 1.0}, {"pos": 2.0}) if r["method"] == "random"]
+    assert benchmark_validity(only_random) == {}
+
+
+def test_rise_metrics_scale_the_margin_with_their_auc():
+    entry = benchmark_validity(rows({"ins_rise": 0.70}, {"ins_rise": 0.50}))["vit"]
+    assert entry["checks"][0]["bound"] == 0.5 + 0.15 and entry["passed"]
