@@ -48,7 +48,7 @@ from ltx.lit.pretrain import PretrainModule
 from ltx.masking import Masking
 from ltx.metrics import METRICS, create_metric
 from ltx.metrics.perturbation import PERTURBATION_METRICS, PerturbationCurve
-from ltx.metrics.validity import benchmark_validity, describe
+from ltx.metrics.validity import FAITHFULNESS, benchmark_validity, describe, faithfulness_rows
 from ltx.models.explained import ExplainedModel
 from ltx.models.explainer import Explainer
 from ltx.models.zoo import WEIGHT_SOURCES, cache_key, create_network, load_weights, wrap
@@ -184,6 +184,9 @@ def check_config(cfg: DictConfig) -> None:
     `optimized_metric` names a result the run makes."""
     instantiate(cfg.loss), instantiate(cfg.masking)
     check_ground_truth(cfg)
+    for name, conf in cfg.method.items():
+        if "_target_" not in conf:
+            log.warning("method.%s has settings but is not selected (no _target_): ignored", name)
     patience = cfg.pretrain.get("patience")
     if patience is not None and (not isinstance(patience, int) or patience < 1):
         raise ValueError(f"pretrain.patience={patience}: give a number of epochs >= 1, or null to train "
@@ -198,7 +201,7 @@ def check_config(cfg: DictConfig) -> None:
     parts = metric_key_parts(key)
     methods = [m for m, conf in cfg.method.items() if "_target_" in conf]
     choices = {"backbone": list(cfg.backbone), "method": methods, "class_mode": list(cfg.class_modes),
-               "metric": list(cfg.eval.metrics)}
+               "metric": list(cfg.eval.metrics) + ([FAITHFULNESS] if cfg.eval.get("references") else [])}
     for part, value in parts.items():
         if value is not None and value not in choices[part]:
             raise ValueError(f"optimized_metric={key}: {part} {value!r} is not in this run "
@@ -378,12 +381,7 @@ def run_methods(cfg: DictConfig) -> dict[str, DictConfig]:
     """The methods whose maps a run makes: those selected in `method`, then the suite's references
     (`eval.references`: the oracle and random maps on data with ground truth) not among them,
     with their registered defaults."""
-    methods = {}
-    for name, conf in cfg.method.items():
-        if "_target_" in conf:
-            methods[name] = conf
-        else:
-            log.warning("method.%s has settings but is not selected (no _target_): ignored", name)
+    methods = {name: conf for name, conf in cfg.method.items() if "_target_" in conf}
     for name in cfg.eval.get("references") or []:
         if name not in methods:
             cls = METHODS[name]
@@ -449,7 +447,7 @@ def build_metrics(eval_cfg: DictConfig, explained: ExplainedModel) -> dict[str, 
     metrics = {}
     for name in eval_cfg.metrics:
         kwargs = dict(options.get(name, {}))
-        if name in PERTURBATION_METRICS:
+        if issubclass(METRICS[name], PerturbationCurve):
             kwargs.setdefault("chunk_size", eval_cfg.chunk_size)
         metrics[name] = create_metric(name, explained, **kwargs)
     return metrics
@@ -527,8 +525,10 @@ def evaluate_and_report(cfg: DictConfig, models: dict[str, ExplainedModel], data
         evaluate(cfg, store, name, explained, instances, result)
         if writes:
             write_results(run_dir / "results.csv", result.rows)
+    result.rows += faithfulness_rows(result.rows)
     if not writes:
         return result
+    write_results(run_dir / "results.csv", result.rows)
     accuracies = {}
     for name, explained in models.items():
         accuracies[name] = accuracy(explained, datamodule.test_set)
@@ -570,10 +570,17 @@ def run_pipeline(cfg: DictConfig) -> float | None:
     models = {name: ensure_blackbox(cfg, name, spec, datamodule) for name, spec in cfg.backbone.items()}
     store = MapStore(run_dir / "maps")
     pretrained: dict[str, dict[str, tuple[Explainer, Masking]]] = {}
+    # only LTX (a LightningModule method) needs pretrained explainers
+    needs_explainers = any(issubclass(get_class(conf._target_), L.LightningModule)
+                           for conf in run_methods(cfg).values())
+    if not needs_explainers:
+        log.info("no selected method needs a pretrained explainer: pretraining skipped")
     for name, explained in models.items():
         # cross-architecture: every backbone explained by the explainer pretrained on `explainer_from`
         origin = cfg.pretrain.get("explainer_from") or name
-        if origin not in pretrained:
+        if not needs_explainers:
+            pretrained[origin] = dict.fromkeys(cfg.class_modes, (None, None))
+        elif origin not in pretrained:
             pretrained[origin] = {
                 mode: pretrain_explainer(cfg, run_dir, origin, models[origin], datamodule, mode)
                 for mode in cfg.class_modes}

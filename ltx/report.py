@@ -36,7 +36,10 @@ FIGURES = {"perturbation curves": "curves_{}.png", "example maps": "maps_{}.png"
 
 def _higher_is_better(metric: str) -> bool | None:
     from ltx.metrics import METRICS
+    from ltx.metrics.validity import FAITHFULNESS
 
+    if metric == FAITHFULNESS:
+        return True
     cls = METRICS.get(metric)
     return None if cls is None else bool(cls.higher_is_better)
 

@@ -27,7 +27,7 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 # Overrides that shrink the embedded default to seconds (used by the end-to-end tests).
 TINY = [
     "data.train_size=512", "data.val_size=128", "data.test_size=64",
-    "backbone.shapes_vit.train.epochs=1", "backbone.shapes_resnet.train.epochs=1",
+    "backbone.textures_vit.train.epochs=1", "backbone.textures_resnet.train.epochs=1",
     "pretrain.num_train=64", "pretrain.num_val=32", "pretrain.epochs=1", "pretrain.batch_size=32",
     "explain.num_images=8", "explain.batch_size=4", "explain.grid_images=2",
     # LTX three ways, a gradient baseline, a ViT-only one (skipped on the CNN), random: each baseline
@@ -38,8 +38,8 @@ TINY = [
 
 # The smallest end-to-end run (the sweep, DDP and resume tests): the ViT alone, one class mode, LTX
 # with one step, the paper's suite, 4 instances.
-TINY_VIT = [a for a in TINY if not a.startswith(("backbone.shapes_resnet", "method", "explain."))] + [
-    "backbone=shapes_vit", "class_modes=[predicted]", "method=[ltx]", "method.ltx.steps=1", "eval=paper",
+TINY_VIT = [a for a in TINY if not a.startswith(("backbone.textures_resnet", "method", "explain."))] + [
+    "backbone=textures_vit", "class_modes=[predicted]", "method=[ltx]", "method.ltx.steps=1", "eval=paper",
     "explain.num_images=4", "explain.batch_size=4", "explain.grid_images=1", "logger=[]",
 ]
 

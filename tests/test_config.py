@@ -20,7 +20,7 @@ def options(group: str) -> list[str]:
 
 def test_default_config_composes():
     cfg = compose_config()
-    assert list(cfg.backbone) == ["shapes_vit", "shapes_resnet"]
+    assert list(cfg.backbone) == ["textures_vit", "textures_resnet"]
     assert set(cfg.method) >= {"ltx", "ltx_pretrained", "random"}
     assert list(cfg.class_modes) == ["predicted", "target"]
 
@@ -46,15 +46,24 @@ def test_method_configs_are_partials_of_methods():
     assert instantiate(cfg.method.ltx).func is FinetuneModule
 
 
+def test_the_default_is_the_textures_data_and_the_shapes_data_stays_an_option():
+    cfg = compose_config()
+    assert cfg.data._target_ == "ltx.data.TexturesDataModule" and cfg.eval.references == ["gt_mask", "random"]
+    shapes = compose_config(["+experiment=shapes"])
+    assert shapes.data._target_ == "ltx.data.ShapesDataModule"
+    assert list(shapes.backbone) == ["shapes_vit", "shapes_resnet"]
+    assert compose_config(["eval=shapes"]).eval == cfg.eval  # the suite's old name
+
+
 def test_unknown_option_names_the_valid_choices():
     with pytest.raises(MissingConfigException) as err:
         compose_config(["backbone=vit_xxl"])
-    assert "shapes_vit" in str(err.value.options) or "shapes_vit" in str(err.value)
+    assert "textures_vit" in str(err.value.options) or "textures_vit" in str(err.value)
 
 
 def test_multiple_backbones_in_one_run():
-    cfg = compose_config(["backbone=[shapes_vit,vit_b]"])
-    assert list(cfg.backbone) == ["shapes_vit", "vit_b"]
+    cfg = compose_config(["backbone=[textures_vit,vit_b]"])
+    assert list(cfg.backbone) == ["textures_vit", "vit_b"]
 
 
 @pytest.mark.parametrize("experiment", ["vit_b", "resnet101"])

@@ -40,7 +40,7 @@ def test_two_processes_equal_one_process(tmp_path: Path, cache_dir: Path) -> Non
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "train_ddp_process_1" in proc.stderr + proc.stdout or (two / "train_ddp_process_1.log").is_file()
 
-    explainer = Path("explainers/shapes_vit/predicted.safetensors")
+    explainer = Path("explainers/textures_vit/predicted.safetensors")
     alone, shared = load_file(str(one / explainer)), load_file(str(two / explainer))
     assert alone.keys() == shared.keys()
     # pretraining: each rank half of every batch, gradients averaged. atol: attention key biases have
@@ -49,7 +49,7 @@ def test_two_processes_equal_one_process(tmp_path: Path, cache_dir: Path) -> Non
         torch.testing.assert_close(shared[name], alone[name], atol=1e-4, rtol=1e-4, msg=name)
 
     for method in METHODS:
-        key = MapKey("shapes_vit", method, "predicted")
+        key = MapKey("textures_vit", method, "predicted")
         by_rank = shard_indices(MapStore(two / "maps").folder(key))
         assert sorted(by_rank) == [0, 1] and len(by_rank[0]) == 3 and len(by_rank[1]) == 2
         assert sorted(by_rank[0] + by_rank[1]) == sorted(MapStore(one / "maps").done(key))  # each once

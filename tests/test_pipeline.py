@@ -23,21 +23,21 @@ def test_failed_instances_are_counted_and_left_out_of_the_metrics(tmp_path):
     with_nan = maps.clone()
     with_nan[failed] = float("nan")
     labels = torch.zeros(len(ids), dtype=torch.long)
-    store.write(MapKey("shapes_vit", "ltx", "predicted"),
+    store.write(MapKey("textures_vit", "ltx", "predicted"),
                 {"index": ids, "maps": with_nan, "classes": labels, "labels": labels, "failed": failed})
     # the same maps of the instances that did not fail, saved as if only those were explained
-    store.write(MapKey("shapes_vit", "ref", "predicted"),
+    store.write(MapKey("textures_vit", "ref", "predicted"),
                 {"index": ids, "maps": maps, "classes": labels, "labels": labels})
     cfg.eval.batch_size = 2  # the second batch has failed instances only: skipped
     result = Evaluation()
-    evaluate(cfg, store, "shapes_vit", explained, instances, result)
+    evaluate(cfg, store, "textures_vit", explained, instances, result)
     rows = {(r["method"], r["metric"]): r["value"] for r in result.rows}
     assert rows[("ltx", "failed")] == 2 and ("ref", "failed") not in rows
     assert all(value == value for value in rows.values())  # no NaN reached a metric
 
     kept = torch.utils.data.Subset(instances.dataset, [instances.indices[i] for i in (0, 1)])
     alone = Evaluation()
-    evaluate(cfg, store, "shapes_vit", explained, kept, alone)
+    evaluate(cfg, store, "textures_vit", explained, kept, alone)
     expected = {(r["method"], r["metric"]): r["value"] for r in alone.rows if r["method"] == "ref"}
     for (method, metric), value in expected.items():
         assert abs(rows[("ltx", metric)] - value) < 1e-9, metric
@@ -50,7 +50,7 @@ def test_an_image_size_the_black_box_was_not_built_for_fails_before_any_work(tmp
 
     cfg = compose_config(tiny_vit("data.image_size=48", f"hydra.run.dir={tmp_path}"))
     cfg.paths.output_dir = str(tmp_path)
-    with pytest.raises(ValueError, match="shapes_vit expects 64px images but data.image_size is 48"):
+    with pytest.raises(ValueError, match="textures_vit expects 64px images but data.image_size is 48"):
         run_pipeline(cfg)
     assert not any(tmp_path.iterdir())  # nothing trained or written
 
@@ -84,13 +84,13 @@ def test_lightning_device_lines_are_logged_once_and_its_advert_never() -> None:
 def _pretrain(cfg, out) -> dict[str, torch.Tensor]:
     """The tiny ViT's predicted-class explainer pretrained into run directory `out`, as saved."""
     datamodule, _ = prepare_data(cfg)
-    pretrain_explainer(cfg, out, "shapes_vit", tiny_explained("ltx_shapes_vit"), datamodule, "predicted")
-    return load_file(out / "explainers" / "shapes_vit" / "predicted.safetensors")
+    pretrain_explainer(cfg, out, "textures_vit", tiny_explained("ltx_shapes_vit"), datamodule, "predicted")
+    return load_file(out / "explainers" / "textures_vit" / "predicted.safetensors")
 
 
 def _last_epoch(out) -> int:
     """The epoch (from 0) of the checkpoint a pretraining in `out` would resume from."""
-    last = out / "checkpoints" / "shapes_vit" / "predicted" / "last.ckpt"
+    last = out / "checkpoints" / "textures_vit" / "predicted" / "last.ckpt"
     return torch.load(last, weights_only=True)["epoch"]
 
 

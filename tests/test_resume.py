@@ -40,20 +40,20 @@ def test_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path: Path, cache_d
         patch.setattr(MapWriter, "write_on_batch_end", write_then_die)
         with pytest.raises(Killed):
             run(out, cache_dir)
-    explainer = out / "explainers" / "shapes_vit" / "predicted.safetensors"
-    first = list((out / "maps" / "shapes_vit" / "ltx" / "predicted").glob("*.safetensors"))
+    explainer = out / "explainers" / "textures_vit" / "predicted.safetensors"
+    first = list((out / "maps" / "textures_vit" / "ltx" / "predicted").glob("*.safetensors"))
     assert explainer.is_file() and len(first) == 1 and not (out / "results.csv").exists()
     before = {p: p.stat().st_mtime_ns for p in [explainer, *first]}
 
     with caplog.at_level(logging.INFO, logger="ltx.pipeline"):
         resumed = run(out, cache_dir)
-    assert "explainer shapes_vit/predicted: reusing" in caplog.text
-    assert "maps shapes_vit/ltx/predicted: 2 instances (2 already saved)" in caplog.text
+    assert "explainer textures_vit/predicted: reusing" in caplog.text
+    assert "maps textures_vit/ltx/predicted: 2 instances (2 already saved)" in caplog.text
     assert before == {p: p.stat().st_mtime_ns for p in before}  # neither pretrained nor finetuned again
 
     store, reference = MapStore(out / "maps"), MapStore(tmp_path / "whole" / "maps")
     for method in ("ltx", "ltx_pretrained", "gradcam"):
-        key = MapKey("shapes_vit", method, "predicted")
+        key = MapKey("textures_vit", method, "predicted")
         assert len(store.done(key)) == 4
         torch.testing.assert_close(store.load(key)["maps"], reference.load(key)["maps"], atol=1e-5, rtol=1e-4)
     assert [(r["method"], r["metric"]) for r in resumed] == [(r["method"], r["metric"]) for r in whole]

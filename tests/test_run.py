@@ -1,6 +1,7 @@
 """`python -m ltx.run` end to end on a tiny setting: the files a run promises, finite numbers."""
 
 import csv
+import json
 import math
 import os
 import subprocess
@@ -25,22 +26,30 @@ def test_default_run_end_to_end(tmp_path, cache_dir):
     out = tmp_path / "run"
     proc = run_ltx([*TINY, f"hydra.run.dir={out}"], cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in ["results.csv", "results.md", "run_info.json", "maps_shapes_vit.png", "maps_shapes_resnet.png",
-                 "explainers/shapes_vit/predicted.safetensors", "explainers/shapes_resnet/target.safetensors"]:
+    for name in ["results.csv", "results.md", "run_info.json", "maps_textures_vit.png", "maps_textures_resnet.png",
+                 "explainers/textures_vit/predicted.safetensors", "explainers/textures_resnet/target.safetensors"]:
         assert (out / name).is_file(), name
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["backbone"] for r in rows} == {"shapes_vit", "shapes_resnet"}
+    assert {r["backbone"] for r in rows} == {"textures_vit", "textures_resnet"}
     methods = {(r["backbone"], r["method"]) for r in rows}
-    assert {m for b, m in methods if b == "shapes_vit"} == {"ltx", "ltx_sel", "ltx_pretrained", "gradcam", "rollout",
-                                                             "random"}
-    assert ("shapes_resnet", "rollout") not in methods  # ViT-only: skipped with a log line, not an error
+    # the selected methods, and the oracle the suite's validity check needs (random is selected too)
+    assert {m for b, m in methods if b == "textures_vit"} == {"ltx", "ltx_sel", "ltx_pretrained", "gradcam", "rollout",
+                                                             "random", "gt_mask"}
+    assert ("textures_resnet", "rollout") not in methods  # ViT-only: skipped with a log line, not an error
     assert {r["class_mode"] for r in rows} == {"predicted", "target"}
-    assert {r["metric"] for r in rows} == {"pos", "neg", "ins", "del", "pointing_game", "energy_pointing_game",
-                                           "gt_auroc"}
+    assert {r["metric"] for r in rows} == {"pos", "neg", "ins", "del", "road_morf_acc", "road_lerf_acc",
+                                           "road_morf_prob", "road_lerf_prob", "pointing_game",
+                                           "energy_pointing_game", "gt_auroc", "faithfulness"}
     assert all(math.isfinite(float(r["value"])) for r in rows)
     assert "results written to" in proc.stderr + proc.stdout
-    assert "| ltx |" in (out / "results.md").read_text()
+    report = (out / "results.md").read_text()
+    assert "| ltx |" in report and "### Benchmark validity" in report
+    info = json.loads((out / "run_info.json").read_text())
+    assert set(info["benchmark_validity"]) == {"textures_vit", "textures_resnet"}
+    assert {c["metric"] for c in info["benchmark_validity"]["textures_vit"]["checks"]} == {
+        "pos", "neg", "ins", "del", "road_morf_acc", "road_lerf_acc", "road_morf_prob", "road_lerf_prob"}
+    assert "benchmark validity textures_vit" in proc.stderr + proc.stdout
     # saved maps re-evaluated with another suite, no map recomputed
     before = {p: p.stat().st_mtime_ns for p in (out / "maps").rglob("*.safetensors")}
     env = {**os.environ, "LTX_CACHE_DIR": str(cache_dir)}
@@ -48,12 +57,13 @@ def test_default_run_end_to_end(tmp_path, cache_dir):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "results.csv") as f:
-        assert {r["metric"] for r in csv.DictReader(f)} == {"pos", "neg", "ins", "del"}
+        # faithfulness: the run's oracle and random maps are there, so the four curves are placed between them
+        assert {r["metric"] for r in csv.DictReader(f)} == {"pos", "neg", "ins", "del", "faithfulness"}
     assert before == {p: p.stat().st_mtime_ns for p in (out / "maps").rglob("*.safetensors")}
     assert "gt_auroc" in (out / ".hydra" / "config.yaml").read_text()  # the run's own config is untouched
     # black boxes are cached: a second run (other output dir) trains nothing
-    vit_only = [a for a in TINY if not a.startswith(("backbone.shapes_resnet", "method."))]
-    again = run_ltx([*vit_only, f"hydra.run.dir={tmp_path / 'again'}", "backbone=shapes_vit", "method=[random]"],
+    vit_only = [a for a in TINY if not a.startswith(("backbone.textures_resnet", "method."))]
+    again = run_ltx([*vit_only, f"hydra.run.dir={tmp_path / 'again'}", "backbone=textures_vit", "method=[random]"],
                     cache_dir)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "cached weights" in again.stderr + again.stdout
@@ -62,12 +72,12 @@ def test_default_run_end_to_end(tmp_path, cache_dir):
 def test_unknown_backbone_lists_the_choices(tmp_path, cache_dir):
     proc = run_ltx(["backbone=vit_xxl", f"hydra.run.dir={tmp_path}"], cache_dir)
     assert proc.returncode != 0
-    assert "Could not find 'backbone/vit_xxl'" in proc.stderr and "shapes_resnet" in proc.stderr
+    assert "Could not find 'backbone/vit_xxl'" in proc.stderr and "textures_resnet" in proc.stderr
 
 
 def test_a_value_out_of_range_is_one_line_without_a_traceback(tmp_path, cache_dir):
     # Hydra wraps the constructor's ValueError in an InstantiationException: the cause is reported.
-    proc = run_ltx(["loss.mask_weight=-1", "backbone=shapes_vit", f"hydra.run.dir={tmp_path}"], cache_dir)
+    proc = run_ltx(["loss.mask_weight=-1", "backbone=textures_vit", f"hydra.run.dir={tmp_path}"], cache_dir)
     assert proc.returncode == 1
     assert "error: loss.mask_weight must be >= 0, got -1" in proc.stderr
     assert "Traceback" not in proc.stderr

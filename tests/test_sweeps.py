@@ -68,10 +68,10 @@ def test_optuna_search_composes() -> None:
     ("ltx/predicted", "must be METHOD/CLASS_MODE/METRIC"),
     ("gradcam/predicted/neg", "method 'gradcam' is not in this run"),
     ("ltx/target/neg", "class_mode 'target' is not in this run"),
-    ("shapes_resnet/ltx/predicted/neg", "backbone 'shapes_resnet' is not in this run"),
+    ("textures_resnet/ltx/predicted/neg", "backbone 'textures_resnet' is not in this run"),
 ])
 def test_bad_optimized_metric_fails_before_the_run(key: str, message: str) -> None:
-    cfg = compose_config(["backbone=shapes_vit", "method=[ltx]", "class_modes=[predicted]",
+    cfg = compose_config(["backbone=textures_vit", "method=[ltx]", "class_modes=[predicted]",
                           f"optimized_metric={key}"])
     with pytest.raises(ValueError, match=message):
         check_config(cfg)
@@ -127,7 +127,7 @@ def test_multirun_of_two_jobs_gives_a_table_of_two_rows(tmp_path: Path, cache_di
         assert set(row) == {"job", "loss.mask_weight", "ltx/predicted/pos", "ltx/predicted/neg",
                             "ltx/predicted/ins", "ltx/predicted/del"}
     markdown = (sweep / "sweep_table.md").read_text()
-    assert "backbone=shapes_vit" in markdown.splitlines()[0]  # shared overrides above the table
+    assert "backbone=textures_vit" in markdown.splitlines()[0]  # shared overrides above the table
     assert markdown.count("\n| 0 | 1 |") == 1 and markdown.count("\n| 1 | 20 |") == 1
 
 
@@ -154,13 +154,13 @@ def test_cross_architecture_explains_both_black_boxes_with_the_vit_explainer(tmp
                                                                             cache_dir: Path) -> None:
     out = tmp_path / "run"
     cfg = compose_config(tiny_vit(
-        "backbone=[shapes_vit,shapes_resnet]", "backbone.shapes_vit.weights=random",
-        "backbone.shapes_resnet.weights=random", "pretrain.epochs=0", "method=[ltx,ltx_pretrained]",
-        "pretrain.explainer_from=shapes_vit", "optimized_metric=shapes_resnet/ltx/predicted/ins",
+        "backbone=[textures_vit,textures_resnet]", "backbone.textures_vit.weights=random",
+        "backbone.textures_resnet.weights=random", "pretrain.epochs=0", "method=[ltx,ltx_pretrained]",
+        "pretrain.explainer_from=textures_vit", "optimized_metric=textures_resnet/ltx/predicted/ins",
         f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}"))
     value = run_pipeline(cfg)
     # one explainer, made once, for both black boxes
-    assert sorted(p.name for p in (out / "explainers").iterdir()) == ["shapes_vit"]
+    assert sorted(p.name for p in (out / "explainers").iterdir()) == ["textures_vit"]
     values = metric_values(read_results(out / "results.csv"))
-    assert value == values["shapes_resnet/ltx/predicted/ins"]
-    assert {"shapes_vit/ltx/predicted/ins", "shapes_resnet/ltx_pretrained/predicted/ins"} <= set(values)
+    assert value == values["textures_resnet/ltx/predicted/ins"]
+    assert {"textures_vit/ltx/predicted/ins", "textures_resnet/ltx_pretrained/predicted/ins"} <= set(values)

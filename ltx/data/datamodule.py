@@ -1,6 +1,6 @@
-"""Lightning DataModules for the shapes generator and for ImageFolder data sets.
+"""Lightning DataModules for the generated data sets (shapes, textures) and for ImageFolder data sets.
 
-Both build their splits lazily, once (a split is only built when a stage or a loader needs it,
+All build their splits lazily, once (a split is only built when a stage or a loader needs it,
 so evaluating on ImageNet val never lists the 1.3M training files), and share the loaders.
 """
 
@@ -16,7 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ltx.data.folder import LAYOUT, ImageFolderDataset, find_classes
-from ltx.data.shapes import SHAPE_CLASSES, ShapesDataset
+from ltx.data.render import GeneratedDataset
+from ltx.data.shapes import ShapesDataset
+from ltx.data.textures import TexturesDataset
 
 SPLITS = ("train", "val", "test")
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -81,8 +83,9 @@ class _SplitDataModule(L.LightningDataModule, ABC):
         return self._loader("test", shuffle=False)
 
 
-class ShapesDataModule(_SplitDataModule):
-    """The procedural shapes data (with ground-truth masks), rendered in memory.
+class _GeneratedDataModule(_SplitDataModule):
+    """A procedural data set (with ground-truth masks), rendered in memory; subclasses name its
+    `dataset_class`.
 
     Each split is a fixed, disjoint range of generator indices, so val and test stay the same
     whatever train_size is, and runs with the same seed see the same images.
@@ -90,6 +93,7 @@ class ShapesDataModule(_SplitDataModule):
 
     has_masks: ClassVar[bool] = True
     SPLIT_OFFSETS: ClassVar[dict[str, int]] = {"train": 0, "val": 10**9, "test": 2 * 10**9}
+    dataset_class: ClassVar[type[GeneratedDataset]]
 
     def __init__(
         self,
@@ -115,10 +119,10 @@ class ShapesDataModule(_SplitDataModule):
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return SHAPE_CLASSES[: self._num_classes]
+        return self.dataset_class.classes[: self._num_classes]
 
-    def _build(self, split: str) -> ShapesDataset:
-        return ShapesDataset(
+    def _build(self, split: str) -> GeneratedDataset:
+        return self.dataset_class(
             self.sizes[split],
             seed=self.seed,
             offset=self.SPLIT_OFFSETS[split],
@@ -126,6 +130,18 @@ class ShapesDataModule(_SplitDataModule):
             num_classes=self._num_classes,
             distractors=self.distractors,
         )
+
+
+class ShapesDataModule(_GeneratedDataModule):
+    """The procedural shapes data: the class is the key object's shape (ltx.data.shapes)."""
+
+    dataset_class = ShapesDataset
+
+
+class TexturesDataModule(_GeneratedDataModule):
+    """The procedural textures data: the class is the pattern inside the key object (ltx.data.textures)."""
+
+    dataset_class = TexturesDataset
 
 
 class ImageFolderDataModule(_SplitDataModule):

@@ -2,7 +2,8 @@
 
 Every metric: `create_metric(name, model, **kwargs)`, then
 `update(images, saliency, labels, gt_masks=None)` per batch and `compute()` at the end.
-Perturbation metrics (`pos`, `neg`, `ins`, `del`, `ins_rise`, `del_rise`) need the model and
+Perturbation metrics (`pos`, `neg`, `ins`, `del`, `ins_rise`, `del_rise`, and ROAD's
+`road_morf_acc`, `road_lerf_acc`, `road_morf_prob`, `road_lerf_prob`) need the model and
 ignore `gt_masks`; localization metrics (`pointing_game`, `energy_pointing_game`, `gt_auroc`)
 need `gt_masks` and ignore the model, the images and the labels. Each class carries `name`,
 `higher_is_better` and a one-line `description`.
@@ -29,9 +30,18 @@ from ltx.metrics.perturbation import (
     RISECurve,
     per_image_auc,
 )
+from ltx.metrics.road import (
+    ROAD_METRICS,
+    ROADCurve,
+    ROADLeRFAccuracy,
+    ROADLeRFProbability,
+    ROADMoRFAccuracy,
+    ROADMoRFProbability,
+)
 
 METRICS: dict[str, type[Metric]] = {
     **PERTURBATION_METRICS,
+    **ROAD_METRICS,
     **{cls.name: cls for cls in (PointingGame, EnergyPointingGame, MaskAUROC)},
 }
 
@@ -47,7 +57,25 @@ def create_metric(name: str, model: nn.Module | None = None, **kwargs: Any) -> M
 
 
 __all__ = [
-    "METRICS", "Deletion", "DeletionRISE", "EnergyPointingGame", "Insertion", "InsertionRISE",
-    "LocalizationMetric", "MaskAUROC", "NegativePerturbation", "PaperCurve", "PerturbationCurve",
-    "PointingGame", "PositivePerturbation", "RISECurve", "create_metric", "per_image_auc",
+    "METRICS",
+    "Deletion",
+    "DeletionRISE",
+    "EnergyPointingGame",
+    "Insertion",
+    "InsertionRISE",
+    "LocalizationMetric",
+    "MaskAUROC",
+    "NegativePerturbation",
+    "PaperCurve",
+    "PerturbationCurve",
+    "PointingGame",
+    "PositivePerturbation",
+    "RISECurve",
+    "ROADCurve",
+    "ROADLeRFAccuracy",
+    "ROADLeRFProbability",
+    "ROADMoRFAccuracy",
+    "ROADMoRFProbability",
+    "create_metric",
+    "per_image_auc",
 ]

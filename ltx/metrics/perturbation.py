@@ -8,6 +8,8 @@ use, what "start" and "finish" are, how many pixels each step changes and how a 
 - `pos`, `neg`, `ins`, `del` (`PaperCurve`): the LTX paper suite, exactly as PROTOCOLS.md
   ("Evaluation: POS / NEG" and "INS / DEL") describes it.
 - `ins_rise`, `del_rise` (`RISECurve`): classic RISE insertion/deletion (Petsiuk et al. 2018).
+- `road_*` (`ltx.metrics.road.ROADCurve`): the paper's curves with removed pixels imputed
+  (ROAD, Rong et al. 2022); it overrides `perturbed_inputs` and `run_settings`.
 
 The explained model maps images in [0, 1] (N, 3, H, W) to logits (N, C) and normalises
 internally; metrics only call it, under `torch.inference_mode()`. Computation runs on the
@@ -78,7 +80,7 @@ def _check_batch(images: Tensor, saliency: Tensor, labels: Tensor) -> None:
 class _Run:
     """One batch's perturbation outputs, with weak references to what they were computed from:
     they match only the same model (unchanged weights), images and saliency tensors (unchanged
-    in place) perturbed by the same plan (order, steps, endpoints)."""
+    in place) perturbed by the same plan (order, steps, endpoints, inputs, settings)."""
 
     model: weakref.ref
     images: weakref.ref
@@ -100,6 +102,10 @@ class _Run:
         if versions is None:
             return None
         return cls(weakref.ref(model), weakref.ref(images), weakref.ref(saliency), versions, plan, logits)
+
+    def alive(self) -> bool:
+        """Whether the model, images and saliency it was computed from still exist."""
+        return all(ref() is not None for ref in (self.model, self.images, self.saliency))
 
     def matches(self, model: nn.Module, images: Tensor, saliency: Tensor, plan: tuple) -> bool:
         return (self.model() is model and self.images() is images and self.saliency() is saliency
@@ -129,8 +135,11 @@ class PerturbationCurve(Metric):
     auc_scale: ClassVar[float]
     is_differentiable = False
     full_state_update = False
-    #: the most recent run's outputs, reused by the next metric with the same inputs and plan
-    _last_run: ClassVar[_Run | None] = None
+    #: the latest runs' outputs (one per plan, most recent last), reused by any metric with the
+    #: same inputs and plan: POS/DEL and NEG/INS share runs in any metric order
+    _recent_runs: ClassVar[list[_Run]] = []
+    #: how many runs `_recent_runs` keeps (a suite has a few plans: 2 orders × 2 removals)
+    _max_recent_runs: ClassVar[int] = 8
 
     def __init__(self, model: nn.Module, *, class_mode: str = "predicted", chunk_size: int = 256,
                  num_points: int | None = None, **kwargs: Any) -> None:
@@ -173,6 +182,11 @@ class PerturbationCurve(Metric):
         """The class whose output is scored at every step."""
         return labels
 
+    def run_settings(self) -> tuple:
+        """The instance settings that change the perturbed inputs (none here): part of the plan
+        under which runs are shared, with the order, the steps and the endpoint/input methods."""
+        return ()
+
     # --- the engine --------------------------------------------------------------------------------
 
     def _forward_chunked(self, inputs: Tensor) -> Tensor:
@@ -199,15 +213,27 @@ class PerturbationCurve(Metric):
 
     def _logits(self, images: Tensor, saliency: Tensor) -> Tensor:
         """The model's outputs (B·S, C) on every (image, step) input, image-major. Metrics that
-        perturb the same pixels of the same batch (POS and DEL; NEG and INS) share one run."""
+        perturb the same pixels of the same batch the same way (POS and DEL; NEG and INS; a ROAD
+        order's accuracy and probability) share one run."""
         height, width = images.shape[-2:]
         counts = self.schedule(height, width)
-        plan = (self.descending, tuple(counts.tolist()), type(self).endpoints)
-        last = PerturbationCurve._last_run
-        if last is not None and last.matches(self.model, images, saliency, plan):
-            return last.logits
+        plan = (self.descending, tuple(counts.tolist()), type(self).endpoints, type(self).perturbed_inputs,
+                self.run_settings())
+        runs = PerturbationCurve._recent_runs
+        runs[:] = [run for run in runs if run.alive()]
+        for run in runs:
+            if run.matches(self.model, images, saliency, plan):
+                return run.logits
+        logits = self._perturbed_logits(images, saliency, counts)
+        run = _Run.of(self.model, images, saliency, plan, logits)
+        if run is not None:
+            runs[:] = [r for r in runs if r.plan != plan][-(self._max_recent_runs - 1):] + [run]
+        return logits
+
+    def _perturbed_logits(self, images: Tensor, saliency: Tensor, counts: Tensor) -> Tensor:
+        """`_logits` without the shared run: every (image, step) input built and run, in chunks."""
+        height, width = images.shape[-2:]
         device = self._model_device(images)
-        source = images
         images = images.to(device)
         batch = images.shape[0]
         ranks = saliency_ranks(saliency.to(device), (height, width), descending=self.descending)
@@ -223,12 +249,15 @@ class PerturbationCurve(Metric):
             jobs = slice(begin, begin + self.chunk_size)
             image = job_image[jobs]
             perturbed = (ranks[image] < job_count[jobs]).view(-1, 1, height, width)
-            inputs = start[image]
-            torch.where(perturbed, finish if finish.shape[0] == 1 else finish[image], inputs, out=inputs)
-            outputs.append(self.model(inputs))
-        logits = torch.cat(outputs)
-        PerturbationCurve._last_run = _Run.of(self.model, source, saliency, plan, logits)
-        return logits
+            outputs.append(self.model(self.perturbed_inputs(start, finish, image, perturbed)))
+        return torch.cat(outputs)
+
+    def perturbed_inputs(self, start: Tensor, finish: Tensor, image: Tensor, perturbed: Tensor) -> Tensor:
+        """The inputs (n, C, H, W) of n jobs: job j is image `image[j]` of the batch with its
+        `perturbed[j]` pixels (n, 1, H, W) bool showing `finish` and the others `start`."""
+        inputs = start[image]
+        torch.where(perturbed, finish if finish.shape[0] == 1 else finish[image], inputs, out=inputs)
+        return inputs
 
     def curves(self, images: Tensor, saliency: Tensor, labels: Tensor) -> Tensor:
         """Per-image curves (B, S): the score at every step. Inputs are not modified."""

@@ -13,6 +13,10 @@ mean nothing. Checked per black box on every perturbation metric of the run:
 
 Both maps ignore the explained class and the scores use the ground-truth label, so one class
 mode's rows speak for the black box.
+
+On a valid benchmark every method's perturbation results can also be read on one scale:
+`faithfulness` is the mean, over the perturbation metrics, of where the method sits between random
+maps (0) and the oracle (1): the criterion by which settings are chosen on validation images.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from collections.abc import Iterable
 from typing import Any
 
 ORACLE, FLOOR = "gt_mask", "random"
+#: the result name of the summary on the random (0) to oracle (1) scale, higher is better
+FAITHFULNESS = "faithfulness"
 
 
 def _rule(metric: str, max_ratio: float, min_margin: float) -> tuple[bool, float] | None:
@@ -68,3 +74,22 @@ def describe(backbone: str, entry: dict[str, Any]) -> str:
                "NOT VALID: the ground-truth mask does not beat random maps, so these perturbation metrics "
                "cannot rank methods on this data (PROTOCOLS.md, 'Validity of a perturbation benchmark')")
     return f"benchmark validity {backbone}: {verdict}. {checks}"
+
+
+def faithfulness_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A `faithfulness` row per (backbone, method, class mode) with perturbation results, where the
+    backbone's oracle and random results exist and differ: mean of (value − random) / (oracle −
+    random) over the perturbation metrics both references have (oracle and random in the same class
+    mode's rows, which are those of any mode)."""
+    refs: dict[tuple[str, str, str], dict[str, float]] = {}
+    for row in rows:
+        if row["method"] in (ORACLE, FLOOR) and _rule(row["metric"], 0.5, 0.15) is not None:
+            refs.setdefault((row["backbone"], row["class_mode"], row["metric"]), {})[row["method"]] = row["value"]
+    parts: dict[tuple[str, str, str], list[float]] = {}
+    for row in rows:
+        ref = refs.get((row["backbone"], row["class_mode"], row["metric"]), {})
+        if len(ref) == 2 and ref[ORACLE] != ref[FLOOR]:
+            key = (row["backbone"], row["method"], row["class_mode"])
+            parts.setdefault(key, []).append((row["value"] - ref[FLOOR]) / (ref[ORACLE] - ref[FLOOR]))
+    return [dict(backbone=b, method=m, class_mode=c, metric=FAITHFULNESS, value=sum(v) / len(v))
+            for (b, m, c), v in parts.items()]

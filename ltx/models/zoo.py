@@ -1,7 +1,7 @@
 """Where explained models come from: timm by name, weights from the hub, a local file, or local training.
 
-Also registers the two small black boxes of the embedded default as timm models, so they are
-created like any other (`timm.create_model("ltx_shapes_vit")`).
+Also registers the small black boxes of the embedded data sets as timm models, so they are
+created like any other (`timm.create_model("ltx_textures_vit")`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ltx.data.shapes import SHAPE_CLASSES
+from ltx.data.textures import TEXTURE_CLASSES
 from ltx.models.explained import ExplainedModel
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,11 @@ def _first_line(err: BaseException) -> str:
     return lines[0][:200] if lines else type(err).__name__
 
 
-# Data configs of the embedded default's black boxes (read back by timm.data.resolve_model_data_config).
+# Data configs of the embedded data sets' black boxes (read back by timm.data.resolve_model_data_config).
 default_cfgs = generate_default_cfgs({
-    name: dict(num_classes=8, input_size=(3, 64, 64), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-               interpolation="bilinear", crop_pct=1.0, label_names=SHAPE_CLASSES)
-    for name in ("ltx_shapes_vit", "ltx_shapes_resnet")
+    f"ltx_{data}_{arch}": dict(num_classes=len(classes), input_size=(3, 64, 64), mean=(0.5, 0.5, 0.5),
+                               std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=1.0, label_names=classes)
+    for data, classes in (("shapes", SHAPE_CLASSES), ("textures", TEXTURE_CLASSES)) for arch in ("vit", "resnet")
 })
 
 
@@ -77,22 +78,46 @@ class ConvStemPatchEmbed(PatchEmbed):
         self.proj = nn.Sequential(*layers)
 
 
-@register_model
-def ltx_shapes_vit(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+def _small_vit(name: str, pretrained: bool, **kwargs: Any) -> VisionTransformer:
     """A 4-block ViT for 64 px images with a conv stem, patch 8 (an 8×8 token grid, like ViT-B's
     14×14 at 224 px). With timm's plain patch embedding it reached only ~50 % on the shapes test
     split after 6 epochs (one conv per stage: ~76 % after 8); two convs per stage: 99 % after 8."""
     args = dict(img_size=64, patch_size=8, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0,
                 embed_layer=ConvStemPatchEmbed)
-    return build_model_with_cfg(VisionTransformer, "ltx_shapes_vit", pretrained, **{**args, **kwargs})
+    return build_model_with_cfg(VisionTransformer, name, pretrained, **{**args, **kwargs})
+
+
+def _small_resnet(name: str, pretrained: bool, **kwargs: Any) -> ResNet:
+    """A narrow ResNet-10 for 64 px images with output stride 8 (an 8×8 map, like ResNet-101's 7×7 at 224)."""
+    args = dict(block=BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256), stem_width=32,
+                output_stride=8)
+    return build_model_with_cfg(ResNet, name, pretrained, **{**args, **kwargs})
+
+
+# One name per data set, so that each data set's black boxes carry its class names; the same two
+# architectures.
+@register_model
+def ltx_textures_vit(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """The small ViT (`_small_vit`) for the textures data (the embedded default)."""
+    return _small_vit("ltx_textures_vit", pretrained, **kwargs)
+
+
+@register_model
+def ltx_textures_resnet(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """The small ResNet (`_small_resnet`) for the textures data (the embedded default)."""
+    return _small_resnet("ltx_textures_resnet", pretrained, **kwargs)
+
+
+@register_model
+def ltx_shapes_vit(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """The small ViT (`_small_vit`) for the shapes data."""
+    return _small_vit("ltx_shapes_vit", pretrained, **kwargs)
 
 
 @register_model
 def ltx_shapes_resnet(pretrained: bool = False, **kwargs: Any) -> ResNet:
-    """A narrow ResNet-10 for 64 px images with output stride 8 (an 8×8 map, like ResNet-101's 7×7 at 224)."""
-    args = dict(block=BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256), stem_width=32,
-                output_stride=8)
-    return build_model_with_cfg(ResNet, "ltx_shapes_resnet", pretrained, **{**args, **kwargs})
+    """The small ResNet (`_small_resnet`) for the shapes data."""
+    return _small_resnet("ltx_shapes_resnet", pretrained, **kwargs)
 
 
 @dataclass(frozen=True)

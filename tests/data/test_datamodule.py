@@ -8,30 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ltx.data import SHAPE_CLASSES, ImageFolderDataModule, ShapesDataModule
-
-
-def test_shapes_datamodule_batches_and_disjoint_splits():
-    data = ShapesDataModule(
-        train_size=40, val_size=12, test_size=12, image_size=32, num_classes=5, batch_size=8
-    )
-    assert data.train_set is None  # nothing is rendered before setup
-    data.setup()
-    assert data.has_masks and data.num_classes == 5 and data.class_names == SHAPE_CLASSES[:5]
-    assert (len(data.train_set), len(data.val_set), len(data.test_set)) == (40, 12, 12)
-    seen = {}
-    for split, loader in [
-        ("train", data.train_dataloader()),
-        ("val", data.val_dataloader()),
-        ("test", data.test_dataloader()),
-    ]:
-        batch = next(iter(loader))
-        assert batch["image"].shape == (8, 3, 32, 32) and batch["image"].dtype == torch.float32
-        assert batch["mask"].shape == (8, 32, 32)
-        assert batch["label"].shape == (8,) and batch["label"].max() < 5
-        seen[split] = set(torch.cat([b["index"] for b in loader]).tolist())
-    assert not (seen["train"] & seen["val"] or seen["train"] & seen["test"] or seen["val"] & seen["test"])
-    assert len(seen["train"]) == 40
+from ltx.data import ImageFolderDataModule, ShapesDataModule
 
 
 def test_shapes_train_order_is_seeded():

@@ -35,3 +35,16 @@ def test_the_shapes_leak_fails_and_a_run_without_the_references_has_no_block():
 def test_rise_metrics_scale_the_margin_with_their_auc():
     entry = benchmark_validity(rows({"ins_rise": 0.70}, {"ins_rise": 0.50}))["vit"]
     assert entry["checks"][0]["bound"] == 0.5 + 0.15 and entry["passed"]
+
+
+def test_faithfulness_places_each_method_between_random_and_the_oracle():
+    from ltx.metrics.validity import faithfulness_rows
+
+    floor = {"pos": 40.0, "neg": 40.0, "gt_auroc": 0.5}
+    results = rows({"pos": 20.0, "neg": 60.0, "gt_auroc": 1.0}, floor)
+    results += [dict(backbone="vit", method="ltx", class_mode="target", metric=m, value=v)
+                for m, v in (("pos", 30.0), ("neg", 40.0), ("gt_auroc", 0.9))]
+    values = {(r["method"], r["class_mode"]): r["value"] for r in faithfulness_rows(results)}
+    assert values[("ltx", "target")] == (0.5 + 0.0) / 2  # halfway on POS, random on NEG; AUROC not counted
+    assert values[("gt_mask", "predicted")] == 1.0 and values[("random", "target")] == 0.0
+    assert faithfulness_rows([r for r in results if r["method"] != "gt_mask"]) == []  # no oracle: no scale
