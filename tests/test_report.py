@@ -69,14 +69,18 @@ def test_html_report_is_self_contained_with_tables_curves_and_maps(run_dir):
 def test_the_oracle_is_shown_last_marked_and_never_ranked_and_the_validity_block_is_printed():
     rows = ROWS + [{"backbone": "vit", "method": "gt_mask", "class_mode": mode, "metric": metric, "value": value}
                    for mode in ("predicted", "target") for metric, value in (("pos", 5.0), ("ins", 90.0))]
-    validity = {"vit": {"class_mode": "predicted", "passed": False, "checks": [
-        dict(metric="pos", oracle=32.8, random=31.7, bound=15.85, rule="<= 0.5 x random", passed=False)]}}
+    validity = {"vit": {"class_mode": "predicted", "passed": False, "failed": ["pos"], "checks": [
+        dict(metric="pos", oracle=32.8, random=31.7, bound=15.85, rule="<= 0.5 x random", passed=False,
+             required=True),
+        dict(metric="road_lerf_acc", oracle=80.0, random=75.0, bound=90.0, rule=">= random + 15", passed=False,
+             required=False)]}}
     info = {**INFO, "unranked": {"gt_mask": "reference: uses the ground truth"}, "benchmark_validity": validity}
     text = markdown(rows, info)
     assert "| ltx | **10** | **80** |" in text  # the oracle's better values are not the best
     assert text.index("| ltx |") < text.index("| *gt_mask (reference: uses the ground truth)* | 5 | 90 |")
-    assert "### Benchmark validity" in text and "FAILED: the ground-truth mask does not beat random" in text
+    assert "### Benchmark validity" in text and "FAILED on pos: the ground-truth mask does not beat" in text
     assert "| pos | 32.8 | 31.7 | <= 0.5 x random | NO |" in text
+    assert "| road_lerf_acc | 80 | 75 | shown only (>= random + 15) | no |" in text
     page = report_html(rows, info, {})
     assert "<tr class=unranked><th>gt_mask (reference: uses the ground truth)</th><td>5</td>" in page
     assert "<td>32.8</td><td>31.7</td>" in page

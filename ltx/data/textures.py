@@ -45,11 +45,11 @@ TEXTURE_CLASSES: tuple[str, ...] = (
 # Sizes are fractions of the image side unless named *_px; pattern shapes are in periods.
 KEY_RADIUS = (0.2, 0.3)  # the key blob's mean radius
 KEY_WOBBLE = (0.0, 0.15)  # its radius varies by this factor per harmonic (2 and 3): at most 1.3 radii
-PERIOD = (0.08, 0.14)  # pattern period: 5-9 px at 64 px, resolvable by 8 px patches
+PERIOD = (0.1, 0.16)  # pattern period: 6.4-10 px at 64 px; at 5 px, dots and checkerboards were confused
 SPOKES = (5, 8)  # lines through the centre: twice as many wedges
 MIN_CONTRAST_KEY = 0.3  # luminance gap of the pattern's first colour from the background around it
 PATTERN_CONTRAST = 0.4  # luminance gap between the pattern's two colours
-DOT_RADIUS = 0.28
+DOT_RADIUS = 0.22
 GRID_HALF_WIDTH = 0.1
 ZIGZAG_AMPLITUDE, ZIGZAG_WAVELENGTH = 0.8, 1.6  # sharp chevrons at 45°
 WAVE_AMPLITUDE, WAVE_WAVELENGTH = 0.45, 3.0  # smooth, longer bends

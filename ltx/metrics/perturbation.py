@@ -133,6 +133,9 @@ class PerturbationCurve(Metric):
     score: ClassVar[str]
     #: AUC = auc_scale · trapezoid(curve, x).
     auc_scale: ClassVar[float]
+    #: whether the benchmark-validity verdict needs this metric's check (ltx.metrics.validity);
+    #: False: the check is shown, not required
+    validity_required: ClassVar[bool] = True
     is_differentiable = False
     full_state_update = False
     #: the latest runs' outputs (one per plan, most recent last), reused by any metric with the

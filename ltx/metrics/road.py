@@ -220,6 +220,11 @@ class ROADCurve(PaperCurve):
     `noise`: std of the Gaussian noise on imputed pixels, in [0, 1] pixel units (0 turns it
     off); `seed`: mixed into every image's noise seed; `tol`, `max_iter`: the solver's (see the
     module). The accuracy and probability metrics of one order share their runs (as POS and DEL).
+
+    LeRF's benchmark-validity check is shown, not required (ltx.metrics.validity): imputation is
+    built to make random removal nearly harmless, so random maps' LeRF sits close to the clean
+    accuracy (75 against 98.5 on the default's black boxes: experiments/README.md) and a fixed
+    margin over random would measure that ceiling, not whether removal leaks the evidence.
     """
 
     def __init__(self, model: nn.Module, *, class_mode: str = "predicted",
@@ -264,6 +269,7 @@ class ROADLeRFAccuracy(ROADCurve):
     """ROAD LeRF accuracy: top-1 hit, least relevant pixels imputed first; higher is better."""
 
     name = "road_lerf_acc"
+    validity_required = False  # see ROADCurve
     description = ("ROAD: top-1 hit rate, least salient pixels removed first by noisy linear imputation "
                    "(AUC ×100, higher is better)")
     higher_is_better = True
@@ -286,6 +292,7 @@ class ROADLeRFProbability(ROADCurve):
     """ROAD LeRF probability: label probability, least relevant pixels imputed first; higher is better."""
 
     name = "road_lerf_prob"
+    validity_required = False  # see ROADCurve
     description = ("ROAD: label probability, least salient pixels removed first by noisy linear imputation "
                    "(AUC ×100, higher is better)")
     higher_is_better = True

@@ -2,9 +2,10 @@
 
 ViT explainer (paper): the explained ViT's encoder, CLS/prefix tokens dropped, a per-patch head
 Linear(D, D) → Tanh → Linear(D, 1) → sigmoid, bilinear upsampling of the patch grid to the image.
-CNN explainer (paper): the explained CNN's trunk (BatchNorm in eval mode) → Conv1×1 → sigmoid →
+CNN explainer (paper): the explained CNN's trunk → Conv1×1 → sigmoid →
 bilinear upsampling; a learned upsampling decoder is an option (the paper's open question 3).
-Backbones are read through timm's uniform `forward_features`, so any timm ViT or CNN works.
+Backbones are read through timm's uniform `forward_features`, so any timm ViT or CNN works. Both
+keep the backbone's BatchNorm layers (a CNN trunk, a ViT's conv stem) in eval mode by default.
 """
 
 from __future__ import annotations
@@ -42,11 +43,22 @@ def _reinitialise(network: nn.Module) -> None:
 class Explainer(nn.Module):
     """Shared part: normalise like the explained model, run the backbone, upsample the coarse mask."""
 
-    def __init__(self, backbone: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def __init__(self, backbone: nn.Module, mean: torch.Tensor, std: torch.Tensor, *,
+                 freeze_norm: bool = True) -> None:
         super().__init__()
         self.backbone = backbone
         self.register_buffer("mean", mean.clone())
         self.register_buffer("std", std.clone())
+        self.freeze_norm = freeze_norm
+
+    def train(self, mode: bool = True) -> Explainer:
+        """Keep the backbone's BatchNorm statistics fixed (paper): one-image finetuning would wreck them."""
+        super().train(mode)
+        if self.freeze_norm:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def coarse_logits(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -68,8 +80,8 @@ class ViTExplainer(Explainer):
     """Per-patch head on the ViT's output tokens."""
 
     def __init__(self, backbone: nn.Module, mean: torch.Tensor, std: torch.Tensor, *,
-                 head_hidden: int | None = None, freeze_patch_embed: bool = True) -> None:
-        super().__init__(backbone, mean, std)
+                 head_hidden: int | None = None, freeze_patch_embed: bool = True, freeze_norm: bool = True) -> None:
+        super().__init__(backbone, mean, std, freeze_norm=freeze_norm)
         dim = backbone.num_features
         hidden = head_hidden or dim
         self.head = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
@@ -92,7 +104,7 @@ class CNNExplainer(Explainer):
 
     def __init__(self, backbone: nn.Module, mean: torch.Tensor, std: torch.Tensor, *,
                  decoder: str = "bilinear", decoder_width: int = 64, freeze_norm: bool = True) -> None:
-        super().__init__(backbone, mean, std)
+        super().__init__(backbone, mean, std, freeze_norm=freeze_norm)
         channels = backbone.num_features
         if decoder == "bilinear":
             self.decoder: nn.Module = nn.Conv2d(channels, 1, kernel_size=1)
@@ -110,16 +122,6 @@ class CNNExplainer(Explainer):
         last = self.decoder if isinstance(self.decoder, nn.Conv2d) else self.decoder[-1]
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
-        self.freeze_norm = freeze_norm
-
-    def train(self, mode: bool = True) -> CNNExplainer:
-        """Keep the trunk's BatchNorm statistics fixed (paper): one-image finetuning would wreck them."""
-        super().train(mode)
-        if self.freeze_norm:
-            for module in self.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
 
     def coarse_logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.decoder(features)
@@ -139,7 +141,7 @@ def build_explainer(explained: ExplainedModel, *, init: str = "explained", head_
     backbone.reset_classifier(0)
     if explained.family == "vit":
         explainer: Explainer = ViTExplainer(backbone, explained.mean, explained.std, head_hidden=head_hidden,
-                                            freeze_patch_embed=freeze_patch_embed)
+                                            freeze_patch_embed=freeze_patch_embed, freeze_norm=freeze_norm)
     else:
         explainer = CNNExplainer(backbone, explained.mean, explained.std, decoder=decoder,
                                  decoder_width=decoder_width, freeze_norm=freeze_norm)

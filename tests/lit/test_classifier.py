@@ -29,10 +29,26 @@ def test_removal_blacks_out_at_most_max_fraction_of_the_chosen_images_and_nothin
 
 
 @pytest.mark.parametrize("removal", [{"probability": 1.5, "max_fraction": 0.5}, {"probability": 0.5},
-                                     {"probability": 0.5, "max_fraction": 0.0}])
+                                     {"probability": 0.5, "max_fraction": 0.0},
+                                     {"probability": 0.5, "max_fraction": 0.5, "start_epoch": -1}])
 def test_bad_removal_settings_are_refused(removal):
     with pytest.raises(ValueError, match="train.removal="):
         ClassifierModule(tiny_explained("ltx_shapes_resnet"), removal=removal)
+
+
+def test_removal_starts_at_its_epoch():
+    module = ClassifierModule(tiny_explained("ltx_shapes_resnet"),
+                              removal={"probability": 1.0, "max_fraction": 0.9, "start_epoch": 1})
+    images = torch.rand(8, 3, 64, 64) * 0.9 + 0.1
+    seen = []
+    module.log = lambda *args, **kwargs: None  # no trainer here
+    module.explained.model.forward = lambda x: seen.append(x) or torch.zeros(len(x), 8, requires_grad=True)
+    for epoch in (0, 1):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ClassifierModule, "current_epoch", property(lambda self: epoch))
+            module.training_step({"image": images, "label": torch.zeros(8, dtype=torch.long)}, 0)
+    clean = module.explained.normalize(images)
+    assert torch.equal(seen[0], clean) and not torch.equal(seen[1], clean)
 
 
 def test_the_data_fingerprint_sees_more_than_the_first_image():

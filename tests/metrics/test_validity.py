@@ -24,6 +24,17 @@ def test_an_oracle_that_beats_random_clearly_passes_and_each_rule_can_fail():
         assert "NOT VALID" in describe("vit", entry) and f"{metric} oracle" in describe("vit", entry)
 
 
+def test_a_check_shown_but_not_required_never_fails_the_verdict():
+    floor = {"pos": 40.0, "road_lerf_acc": 75.0, "road_morf_acc": 75.0}
+    entry = benchmark_validity(rows({"pos": 20.0, "road_lerf_acc": 80.0, "road_morf_acc": 20.0}, floor))["vit"]
+    lerf = next(c for c in entry["checks"] if c["metric"] == "road_lerf_acc")
+    assert not lerf["passed"] and not lerf["required"] and entry["passed"] and entry["failed"] == []
+    assert "shown, not required" in describe("vit", entry)
+    entry = benchmark_validity(rows({"pos": 20.0, "road_lerf_acc": 80.0, "road_morf_acc": 40.0}, floor))["vit"]
+    assert entry["failed"] == ["road_morf_acc"]  # ROAD MoRF is required
+    assert "required margin on road_morf_acc" in describe("vit", entry)
+
+
 def test_the_shapes_leak_fails_and_a_run_without_the_references_has_no_block():
     # issue 14's measurement on the shapes ViT: the oracle's POS above random's
     entry = benchmark_validity(rows({"pos": 32.8, "neg": 49.6}, {"pos": 31.7, "neg": 40.0}))["vit"]

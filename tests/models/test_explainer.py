@@ -26,13 +26,17 @@ def test_explainer_starts_from_the_explained_weights_or_scratch(explained):
     assert not any(p.requires_grad for p in explained.parameters())
 
 
-def test_vit_patch_embedding_frozen_and_cnn_batchnorm_in_eval():
-    vit = build_explainer(tiny_explained("ltx_shapes_vit"))
-    assert not any(p.requires_grad for p in vit.backbone.patch_embed.parameters())
-    assert all(p.requires_grad for p in vit.backbone.blocks.parameters())
-    cnn = build_explainer(tiny_explained("ltx_shapes_resnet")).train()
-    norms = [m for m in cnn.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert norms and not any(m.training for m in norms)
+@pytest.mark.parametrize("name", ["ltx_textures_vit", "ltx_textures_resnet"])
+def test_vit_patch_embedding_frozen_and_batchnorm_in_eval(name):
+    explainer = build_explainer(tiny_explained(name)).train()
+    if name.endswith("vit"):
+        assert not any(p.requires_grad for p in explainer.backbone.patch_embed.parameters())
+        assert all(p.requires_grad for p in explainer.backbone.blocks.parameters())
+    norms = [m for m in explainer.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)  # the ViT's conv stem too
+    assert explainer.head.training if name.endswith("vit") else explainer.decoder.training
+    loose = build_explainer(tiny_explained(name), freeze_norm=False).train()
+    assert all(m.training for m in loose.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
 def test_learned_decoder_gives_a_finer_coarse_mask():

@@ -67,7 +67,7 @@ def test_wrong_architecture_checkpoint_names_the_differing_keys(tmp_path):
     path = tmp_path / "vit.safetensors"
     save_file(create_network("ltx_shapes_vit", num_classes=8).state_dict(), str(path))
     with pytest.raises(ValueError, match="does not match the architecture ResNet: 80 missing keys "
-                                         "\\(conv1.weight, bn1.weight, bn1.bias, ...\\); 74 unexpected keys"):
+                                         "\\(conv1.weight, bn1.weight, bn1.bias, ...\\); 92 unexpected keys"):
         load_weights(create_network("ltx_shapes_resnet", num_classes=8), path)
     save_file(create_network("ltx_shapes_resnet", num_classes=8).state_dict(), str(path))
     with pytest.raises(ValueError, match="2 tensors of another shape, checkpoint vs model \\(fc.weight "
