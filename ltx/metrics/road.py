@@ -223,7 +223,7 @@ class ROADCurve(PaperCurve):
 
     LeRF's benchmark-validity check is shown, not required (ltx.metrics.validity): imputation is
     built to make random removal nearly harmless, so random maps' LeRF sits close to the clean
-    accuracy (75 against 98.5 on the default's black boxes: experiments/README.md) and a fixed
+    accuracy (73-74 against 95 % on the default's black boxes: experiments/README.md) and a fixed
     margin over random would measure that ceiling, not whether removal leaks the evidence.
     """
 
