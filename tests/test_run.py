@@ -86,9 +86,9 @@ def test_a_value_out_of_range_is_one_line_without_a_traceback(tmp_path, cache_di
 @pytest.mark.slow
 def test_the_default_benchmark_is_valid_on_its_own_black_boxes(tmp_path, cache_dir):
     """The embedded default's black boxes, as `make run` trains them (cached for the session): on test
-    images the ground-truth mask beats random maps on every perturbation metric, ROAD included, by
-    the margins of ltx.metrics.validity. No explainer is needed for the references, so none is
-    pretrained."""
+    images the ground-truth mask beats random maps by the margins of ltx.metrics.validity on every
+    required check (POS/DEL/NEG/INS and ROAD MoRF; ROAD LeRF is shown only). No explainer is needed
+    for the references, so none is pretrained."""
     proc = run_ltx(["method=[random]", "class_modes=[target]", "explain.num_images=96", "explain.grid_images=1",
                     "trainer.enable_progress_bar=false", "logger=[]", f"hydra.run.dir={tmp_path}"], cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -96,4 +96,4 @@ def test_the_default_benchmark_is_valid_on_its_own_black_boxes(tmp_path, cache_d
     assert set(validity) == {"textures_vit", "textures_resnet"}
     for backbone, entry in validity.items():
         assert len(entry["checks"]) == 8, backbone
-        assert entry["passed"], (backbone, [c for c in entry["checks"] if not c["passed"]])
+        assert entry["passed"], (backbone, [c for c in entry["checks"] if c["metric"] in entry["failed"]])
