@@ -469,6 +469,10 @@ def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedMo
     rank, world_size = world()
     shard = UnrepeatedDistributedSampler(instances, num_replicas=world_size, rank=rank, shuffle=False)
     ids = instance_ids(instances)
+    # Every score uses the ground-truth label whatever the class mode (PerturbationCurve, the
+    # localization metrics), so a map set equal to one already evaluated (the oracle's and random
+    # maps in both class modes) has its results: they are copied instead of recomputed.
+    evaluated: dict[str, MapKey] = {}
     for key in rank_zero_view([k for k in store.keys() if k.backbone == name]):
         saved = store.load(key)
         position = {int(i): n for n, i in enumerate(saved["index"])}
@@ -478,7 +482,14 @@ def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedMo
             continue
         # instances whose finetuning failed (non-finite loss) have NaN maps: counted, not evaluated
         failed = saved.get("failed", torch.zeros(len(saved["index"]), dtype=torch.bool)).bool()
-        num_failed = int(failed[[position[i] for i in ids]].sum())
+        order = torch.tensor([position[i] for i in ids])
+        digest = maps_digest(saved["maps"][order], failed[order])
+        if digest in evaluated:
+            copy_results(result, evaluated[digest], key)
+            log.info("maps %s: the same maps as %s, results copied", key, evaluated[digest])
+            continue
+        evaluated[digest] = key
+        num_failed = int(failed[order].sum())
         if num_failed:
             log.warning("maps %s: %d instances failed (non-finite loss), evaluated without them", key, num_failed)
         metrics = build_metrics(cfg.eval, explained)
@@ -501,6 +512,26 @@ def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedMo
             if hasattr(metric, "compute_curve"):
                 result.curves[(key.backbone, key.method, key.class_mode, metric_name)] = \
                     metric.compute_curve().tolist()
+
+
+def maps_digest(maps: torch.Tensor, failed: torch.Tensor) -> str:
+    """A hash of a map set (in instance order) and of which instances failed."""
+    digest = hashlib.sha256(str((maps.dtype, tuple(maps.shape))).encode())
+    digest.update(maps.contiguous().view(torch.uint8).numpy().tobytes())
+    digest.update(failed.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def copy_results(result: Evaluation, source: MapKey, key: MapKey) -> None:
+    """`source`'s rows and curves in `result` again under `key` (the same maps, so the same values)."""
+    def same(backbone: str, method: str, class_mode: str) -> bool:
+        return (backbone, method, class_mode) == (source.backbone, source.method, source.class_mode)
+
+    result.rows += [{**row, "method": key.method, "class_mode": key.class_mode} for row in result.rows
+                    if same(row["backbone"], row["method"], row["class_mode"])]
+    result.curves.update({(key.backbone, key.method, key.class_mode, metric): curve
+                          for (backbone, method, class_mode, metric), curve in list(result.curves.items())
+                          if same(backbone, method, class_mode)})
 
 
 # --- the run ---------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 from ltx.lit.pretrain import PretrainModule
-from ltx.pipeline import Evaluation, check_config, evaluate, instance_ids, prepare_data, pretrain_explainer
+from ltx.metrics.perturbation import PerturbationCurve
+from ltx.pipeline import (Evaluation, build_metrics, check_config, evaluate, instance_ids, prepare_data,
+                          pretrain_explainer)
 from ltx.store import MapKey, MapStore
 from tests.helpers import Killed, compose_config, tiny_explained, tiny_vit
 
@@ -42,6 +44,40 @@ def test_failed_instances_are_counted_and_left_out_of_the_metrics(tmp_path):
     for (method, metric), value in expected.items():
         assert abs(rows[("ltx", metric)] - value) < 1e-9, metric
 
+
+
+def test_a_map_set_equal_to_one_evaluated_gets_its_results_without_a_second_evaluation(tmp_path, monkeypatch):
+    cfg = compose_config(tiny_vit("explain.num_images=4", "eval=shapes"))
+    _, instances = prepare_data(cfg)
+    ids = torch.tensor(instance_ids(instances))
+    maps = torch.rand(len(ids), 64, 64, generator=torch.Generator().manual_seed(0))
+    labels = torch.zeros(len(ids), dtype=torch.long)
+    explained = tiny_explained("ltx_shapes_vit")
+    store = MapStore(tmp_path)
+    reversed_order = torch.arange(len(ids)).flip(0)
+    written = {MapKey("textures_vit", "random", "predicted"): (ids, maps),
+               # the same maps saved in another instance order: still the same map set
+               MapKey("textures_vit", "random", "target"): (ids[reversed_order], maps[reversed_order]),
+               MapKey("textures_vit", "other", "target"): (ids, maps.flip(-1))}
+    for key, (index, saved) in written.items():
+        store.write(key, {"index": index, "maps": saved, "classes": labels, "labels": labels})
+    alone = {}
+    for key in written:  # each map set evaluated in a store of its own
+        single = MapStore(tmp_path / "single" / key.method / key.class_mode)
+        single.write(key, {"index": written[key][0], "maps": written[key][1], "classes": labels, "labels": labels})
+        evaluate(cfg, single, "textures_vit", explained, instances, alone.setdefault(key, Evaluation()))
+
+    updates = []
+    original = PerturbationCurve.update
+    monkeypatch.setattr(PerturbationCurve, "update", lambda self, *a, **k: (updates.append(1), original(self, *a, **k)))
+    result = Evaluation()
+    evaluate(cfg, store, "textures_vit", explained, instances, result)
+    perturbation = sum(isinstance(m, PerturbationCurve) for m in build_metrics(cfg.eval, explained).values())
+    assert len(updates) == 2 * perturbation  # two distinct map sets of one batch each
+    for key, expected in alone.items():
+        assert [r for r in result.rows if (r["method"], r["class_mode"]) == (key.method, key.class_mode)] \
+            == expected.rows
+        assert {k: v for k, v in result.curves.items() if k[1:3] == (key.method, key.class_mode)} == expected.curves
 
 def test_an_image_size_the_black_box_was_not_built_for_fails_before_any_work(tmp_path):
     import pytest
