@@ -460,19 +460,28 @@ class Evaluation:
     curves: dict[tuple[str, str, str, str], list[float]] = field(default_factory=dict)
 
 
+#: per-image perturbation curves of one backbone's evaluation: (metric, instance index, map digest) → (S,)
+ScoredCurves = dict[tuple[str, int, str], torch.Tensor]
+
+
 def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedModel, instances: Subset,
              result: Evaluation) -> None:
     """Evaluate every saved map set of backbone `name` with the `eval` suite, into `result`.
 
-    Under DDP each rank evaluates every W-th instance (as `trainer.predict` shards them) and the
-    metrics sync when computed, so every rank ends with the results of all instances."""
+    Every score uses the ground-truth label whatever the class mode (PerturbationCurve, the
+    localization metrics), so an instance's perturbation curves depend only on its image and its
+    map: an instance whose map (bit for bit) was scored in an earlier map set gets those curves
+    again instead of being scored again (`update_batch`). That is most of a baseline's maps in
+    its second class mode (`explain_instances` reuses the first mode's wherever the class
+    explained is the same) and all of the oracle's and random maps there.
+
+    Under DDP each rank evaluates every W-th instance (as `trainer.predict` shards them), keeping
+    the curves of its own instances, and the metrics sync when computed, so every rank ends with
+    the results of all instances."""
     rank, world_size = world()
     shard = UnrepeatedDistributedSampler(instances, num_replicas=world_size, rank=rank, shuffle=False)
     ids = instance_ids(instances)
-    # Every score uses the ground-truth label whatever the class mode (PerturbationCurve, the
-    # localization metrics), so a map set equal to one already evaluated (the oracle's and random
-    # maps in both class modes) has its results: they are copied instead of recomputed.
-    evaluated: dict[str, MapKey] = {}
+    scored: ScoredCurves = {}
     for key in rank_zero_view([k for k in store.keys() if k.backbone == name]):
         saved = store.load(key)
         position = {int(i): n for n, i in enumerate(saved["index"])}
@@ -482,28 +491,24 @@ def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedMo
             continue
         # instances whose finetuning failed (non-finite loss) have NaN maps: counted, not evaluated
         failed = saved.get("failed", torch.zeros(len(saved["index"]), dtype=torch.bool)).bool()
-        order = torch.tensor([position[i] for i in ids])
-        digest = maps_digest(saved["maps"][order], failed[order])
-        if digest in evaluated:
-            copy_results(result, evaluated[digest], key)
-            log.info("maps %s: the same maps as %s, results copied", key, evaluated[digest])
-            continue
-        evaluated[digest] = key
-        num_failed = int(failed[order].sum())
+        num_failed = int(failed[[position[i] for i in ids]].sum())
         if num_failed:
             log.warning("maps %s: %d instances failed (non-finite loss), evaluated without them", key, num_failed)
         metrics = build_metrics(cfg.eval, explained)
         batches = DataLoader(instances, batch_size=cfg.eval.batch_size, sampler=shard)
+        reused = total = 0
         for batch in track(batches, f"evaluate {key}"):
             rows = torch.tensor([position[int(i)] for i in batch["index"]])
             keep = ~failed[rows]
             if not keep.any():
                 continue
-            # the same tensors for every metric: POS and DEL (NEG and INS) then share forward passes
             images, maps, labels = batch["image"][keep], saved["maps"][rows][keep], batch["label"][keep]
             masks = None if batch.get("mask") is None else batch["mask"][keep]
-            for metric in metrics.values():
-                metric.update(images, maps, labels, gt_masks=masks)
+            indices = batch["index"][keep].tolist()
+            reused += update_batch(metrics, scored, indices, images, maps, labels, masks)
+            total += len(images)
+        log.info("maps %s: %d of %d images scored before, reused%s", key, reused, total,
+                 f" (rank {rank}'s shard)" if world_size > 1 else "")
         values = {name: float(metric.compute()) for name, metric in metrics.items()}
         for metric_name, value in {**values, **({"failed": float(num_failed)} if num_failed else {})}.items():
             result.rows.append(dict(backbone=key.backbone, method=key.method, class_mode=key.class_mode,
@@ -514,24 +519,38 @@ def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedMo
                     metric.compute_curve().tolist()
 
 
-def maps_digest(maps: torch.Tensor, failed: torch.Tensor) -> str:
-    """A hash of a map set (in instance order) and of which instances failed."""
-    digest = hashlib.sha256(str((maps.dtype, tuple(maps.shape))).encode())
-    digest.update(maps.contiguous().view(torch.uint8).numpy().tobytes())
-    digest.update(failed.numpy().tobytes())
+def update_batch(metrics: dict[str, Metric], scored: ScoredCurves, indices: list[int], images: torch.Tensor,
+                 maps: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> int:
+    """Update `metrics` with one batch (instances `indices`), as `metric.update` on all of it would.
+
+    Perturbation curves come from `scored` for the images whose map every perturbation metric has
+    scored before; the others are scored and their curves added to `scored`. Each metric gets the
+    batch's curves in batch order, so sums and per-image order are those of a full evaluation.
+    Localization metrics (cheap) always compute. Returns how many images were reused."""
+    curve_metrics = {name: m for name, m in metrics.items() if isinstance(m, PerturbationCurve)}
+    keys = [(index, map_digest(saliency)) for index, saliency in zip(indices, maps)]
+    new = torch.tensor([not curve_metrics or any((name, *k) not in scored for name in curve_metrics)
+                        for k in keys])
+    if curve_metrics and new.any():
+        # the same tensors for every metric: POS and DEL (NEG and INS, a ROAD order's two) then
+        # share forward passes
+        subset = images[new], maps[new], labels[new]
+        fresh = [k for k, is_new in zip(keys, new.tolist()) if is_new]
+        for name, metric in curve_metrics.items():
+            scored.update({(name, *k): curve for k, curve in zip(fresh, metric.curves(*subset))})
+    for name, metric in metrics.items():
+        if name in curve_metrics:
+            metric.update_curves(torch.stack([scored[(name, *k)] for k in keys]))
+        else:
+            metric.update(images, maps, labels, gt_masks=masks)
+    return len(keys) - int(new.sum())
+
+
+def map_digest(saliency: torch.Tensor) -> str:
+    """A hash of one map's dtype, shape and bytes: equal digests, the same map bit for bit."""
+    digest = hashlib.sha256(str((saliency.dtype, tuple(saliency.shape))).encode())
+    digest.update(saliency.contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def copy_results(result: Evaluation, source: MapKey, key: MapKey) -> None:
-    """`source`'s rows and curves in `result` again under `key` (the same maps, so the same values)."""
-    def same(backbone: str, method: str, class_mode: str) -> bool:
-        return (backbone, method, class_mode) == (source.backbone, source.method, source.class_mode)
-
-    result.rows += [{**row, "method": key.method, "class_mode": key.class_mode} for row in result.rows
-                    if same(row["backbone"], row["method"], row["class_mode"])]
-    result.curves.update({(key.backbone, key.method, key.class_mode, metric): curve
-                          for (backbone, method, class_mode, metric), curve in list(result.curves.items())
-                          if same(backbone, method, class_mode)})
 
 
 # --- the run ---------------------------------------------------------------------------------------

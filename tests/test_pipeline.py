@@ -7,9 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from ltx.lit.pretrain import PretrainModule
-from ltx.metrics.perturbation import PerturbationCurve
-from ltx.pipeline import (Evaluation, build_metrics, check_config, evaluate, instance_ids, prepare_data,
-                          pretrain_explainer)
+from ltx.pipeline import Evaluation, check_config, evaluate, instance_ids, prepare_data, pretrain_explainer
 from ltx.store import MapKey, MapStore
 from tests.helpers import Killed, compose_config, tiny_explained, tiny_vit
 
@@ -45,39 +43,54 @@ def test_failed_instances_are_counted_and_left_out_of_the_metrics(tmp_path):
         assert abs(rows[("ltx", metric)] - value) < 1e-9, metric
 
 
-
-def test_a_map_set_equal_to_one_evaluated_gets_its_results_without_a_second_evaluation(tmp_path, monkeypatch):
-    cfg = compose_config(tiny_vit("explain.num_images=4", "eval=shapes"))
+def test_an_image_scored_before_with_the_same_map_is_reused_and_results_equal_fresh_ones(tmp_path, caplog):
+    # the black-pixel and ROAD curves (POS and DEL sharing runs) and a localization metric
+    cfg = compose_config(tiny_vit("explain.num_images=4", "eval=shapes",
+                                  "eval.metrics=[pos,del,road_morf_acc,road_morf_prob,pointing_game]"))
     _, instances = prepare_data(cfg)
     ids = torch.tensor(instance_ids(instances))
     maps = torch.rand(len(ids), 64, 64, generator=torch.Generator().manual_seed(0))
     labels = torch.zeros(len(ids), dtype=torch.long)
     explained = tiny_explained("ltx_shapes_vit")
-    store = MapStore(tmp_path)
+    forwarded = []  # sizes of the black box's input batches
+    explained.register_forward_pre_hook(lambda module, args: forwarded.append(len(args[0])))
+    partly = maps.clone()
+    partly[1::2] = partly[1::2].flip(-1)  # instances 1 and 3 get other maps, 0 and 2 keep theirs
     reversed_order = torch.arange(len(ids)).flip(0)
-    written = {MapKey("textures_vit", "random", "predicted"): (ids, maps),
-               # the same maps saved in another instance order: still the same map set
-               MapKey("textures_vit", "random", "target"): (ids[reversed_order], maps[reversed_order]),
-               MapKey("textures_vit", "other", "target"): (ids, maps.flip(-1))}
+    random, other = MapKey("textures_vit", "random", "predicted"), MapKey("textures_vit", "other", "target")
+    written = {random: (ids, maps), other: (ids, partly),
+               # the same maps saved in another instance order: every image reused, the same results
+               MapKey("textures_vit", "random", "target"): (ids[reversed_order], maps[reversed_order])}
+    store = MapStore(tmp_path)
     for key, (index, saved) in written.items():
         store.write(key, {"index": index, "maps": saved, "classes": labels, "labels": labels})
-    alone = {}
-    for key in written:  # each map set evaluated in a store of its own
+    alone, alone_forwarded = {}, {}
+    for key in (random, other):  # each evaluated in a store of its own
         single = MapStore(tmp_path / "single" / key.method / key.class_mode)
         single.write(key, {"index": written[key][0], "maps": written[key][1], "classes": labels, "labels": labels})
-        evaluate(cfg, single, "textures_vit", explained, instances, alone.setdefault(key, Evaluation()))
+        forwarded.clear()
+        alone[key] = Evaluation()
+        evaluate(cfg, single, "textures_vit", explained, instances, alone[key])
+        alone_forwarded[key] = sum(forwarded)
+    alone[MapKey("textures_vit", "random", "target")] = Evaluation(
+        [{**row, "class_mode": "target"} for row in alone[random].rows],
+        {(*k[:2], "target", k[3]): v for k, v in alone[random].curves.items()})
 
-    updates = []
-    original = PerturbationCurve.update
-    monkeypatch.setattr(PerturbationCurve, "update", lambda self, *a, **k: (updates.append(1), original(self, *a, **k)))
+    forwarded.clear()
     result = Evaluation()
-    evaluate(cfg, store, "textures_vit", explained, instances, result)
-    perturbation = sum(isinstance(m, PerturbationCurve) for m in build_metrics(cfg.eval, explained).values())
-    assert len(updates) == 2 * perturbation  # two distinct map sets of one batch each
+    with caplog.at_level(logging.INFO, logger="ltx.pipeline"):
+        evaluate(cfg, store, "textures_vit", explained, instances, result)
+    per_image = alone_forwarded[random] / len(ids)
+    assert alone_forwarded[other] == alone_forwarded[random] > 0
+    # the store's order: other/target's 4 images, random/predicted's 2 not scored with other/target
+    assert sum(forwarded) == per_image * (len(ids) + 2)
+    assert "random/predicted: 2 of 4 images scored before, reused" in caplog.text
+    assert "random/target: 4 of 4 images scored before, reused" in caplog.text
     for key, expected in alone.items():
         assert [r for r in result.rows if (r["method"], r["class_mode"]) == (key.method, key.class_mode)] \
             == expected.rows
         assert {k: v for k, v in result.curves.items() if k[1:3] == (key.method, key.class_mode)} == expected.curves
+
 
 def test_an_image_size_the_black_box_was_not_built_for_fails_before_any_work(tmp_path):
     import pytest

@@ -117,9 +117,11 @@ class PerturbationCurve(Metric):
 
     `update(images, saliency, labels, gt_masks=None)` (the signature of every `ltx` metric;
     `gt_masks` is ignored here): images (B, 3, H, W) in [0, 1], saliency (B, h, w) or
-    (B, 1, h, w) of any dtype and scale, labels (B,) ground-truth classes. `compute()` is the
-    AUC (mean of per-image AUCs, which equals the AUC of the mean curve); `compute_curve()`
-    the mean curve; `compute_per_image()` the per-image AUCs in update order.
+    (B, 1, h, w) of any dtype and scale, labels (B,) ground-truth classes. It is `curves` then
+    `update_curves`, which adds per-image curves computed earlier (a caller that has scored an
+    image with the same map already need not score it again). `compute()` is the AUC (mean of
+    per-image AUCs, which equals the AUC of the mean curve); `compute_curve()` the mean curve;
+    `compute_per_image()` the per-image AUCs in update order.
 
     State is summed across processes (`dist_reduce_fx="sum"`, per-image AUCs concatenated),
     so DDP reduction is exact by construction.
@@ -279,10 +281,23 @@ class PerturbationCurve(Metric):
 
     def update(self, images: Tensor, saliency: Tensor, labels: Tensor,
                gt_masks: Tensor | None = None) -> None:
-        curves = self.curves(images, saliency, labels).to(self.auc_sum.device, torch.float64)
+        self._add_curves(self.curves(images, saliency, labels))
+
+    def update_curves(self, curves: Tensor) -> None:
+        """Add per-image curves (B, S) as `curves` returns them, for images scored earlier: the
+        state then is what `update` on those images would have made."""
+        # through torchmetrics' wrapper, as `update` (which calls `_add_curves` inside its own):
+        # the cached `compute` value is dropped and the update counted
+        self._wrap_update(self._add_curves)(curves)
+
+    def _add_curves(self, curves: Tensor) -> None:
+        if curves.dim() != 2:
+            raise ValueError(f"{self.name}: curves must be (B, S), got shape {tuple(curves.shape)}")
+        curves = curves.to(self.auc_sum.device, torch.float64)
         if self.curve_sum.dim() and self.curve_sum.shape != curves.shape[1:]:
-            raise ValueError(f"{self.name}: {curves.shape[1]} steps for {tuple(images.shape[-2:])} images, "
-                             f"earlier updates had {self.curve_sum.shape[0]}: use one image size per metric")
+            raise ValueError(f"{self.name}: curves of {curves.shape[1]} steps, earlier updates had "
+                             f"{self.curve_sum.shape[0]} (a step count set by the image size): use one "
+                             f"image size per metric")
         aucs = self.auc(curves)
         self.curve_sum = self.curve_sum + curves.sum(0)
         self.auc_sum = self.auc_sum + aucs.sum()

@@ -299,6 +299,35 @@ def test_two_batches_equal_their_concatenation(metric: type, data64: Data) -> No
     torch.testing.assert_close(split.compute_per_image(), whole.compute_per_image(), atol=1e-9, rtol=0)
 
 
+@pytest.mark.parametrize("kind", ["pos", "ins", "del_rise", "road_morf_prob"])
+def test_update_curves_with_the_curves_of_update_gives_its_state(kind: str, data: Data) -> None:
+    """The per-image curves of earlier scoring added later: what the evaluation does with images
+    it scored before (the same values, bit for bit, in update order)."""
+    model, images, maps, labels = data
+    updated, added = create_metric(kind, model), create_metric(kind, model)
+    scorer = create_metric(kind, model)  # where the curves come from: not `added` itself
+    updated.update(images[:4], maps[:4], labels[:4])
+    added.update_curves(scorer.curves(images[:4], maps[:4], labels[:4]))
+    torch.testing.assert_close(added.compute(), updated.compute(), atol=0, rtol=0)
+    updated.update(images[4:], maps[4:], labels[4:])
+    added.update_curves(scorer.curves(images[4:], maps[4:], labels[4:]))
+    assert added.update_count == updated.update_count == 2
+    assert scorer.update_count == 0  # `curves` leaves the state alone
+    for value in ("compute", "compute_curve", "compute_per_image"):  # compute's cached value is not stale
+        assert torch.equal(getattr(added, value)(), getattr(updated, value)()), value
+
+
+def test_update_curves_rejects_curves_of_another_shape(data: Data) -> None:
+    model, images, maps, labels = data
+    m = DeletionRISE(model, step=10)
+    curves = m.curves(images, maps, labels)
+    with pytest.raises(ValueError, match=r"\(B, S\)"):
+        m.update_curves(curves[0])
+    m.update_curves(curves)
+    with pytest.raises(ValueError, match="image size"):
+        m.update_curves(curves[:, :-1])
+
+
 @pytest.mark.parametrize("kind", ["pos", "neg", "ins", "del", "del_rise"])
 def test_per_image_auc_matches_the_metric_on_single_images(kind: str, data64: Data) -> None:
     model, images, maps, labels = data64
