@@ -59,7 +59,7 @@ def test_ablation_masking_covers_baselines_soft_and_hard() -> None:
 def test_optuna_search_composes() -> None:
     cfg = compose_config(["hparams_search=ltx_optuna"])
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
-    assert cfg.optimized_metric == "ltx/predicted/neg" and cfg.hydra.sweeper.direction == "maximize"
+    assert cfg.optimized_metric == "ltx/predicted/faithfulness" and cfg.hydra.sweeper.direction == "maximize"
     assert cfg.explain.split == "val"  # tuned on validation images, not on the test images
     check_config(cfg)
 
