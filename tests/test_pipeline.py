@@ -86,15 +86,21 @@ def test_an_image_scored_before_with_the_same_map_is_reused_and_results_equal_fr
     assert sum(forwarded) == per_image * (len(ids) + 2)
     assert "random/predicted: 2 of 4 images scored before, reused" in caplog.text
     assert "random/target: 4 of 4 images scored before, reused" in caplog.text
+    # A reused image's curve is the one computed in another batch (of 2 images here, 4 alone): a
+    # float32 forward may round differently by batch size on some CPUs, so the values (AUC x 100 of
+    # float32 probabilities) agree to float32 rounding, not necessarily bit for bit.
+    close = dict(rel=1e-5, abs=1e-4)
     for key, expected in alone.items():
-        assert [r for r in result.rows if (r["method"], r["class_mode"]) == (key.method, key.class_mode)] \
-            == expected.rows
-        assert {k: v for k, v in result.curves.items() if k[1:3] == (key.method, key.class_mode)} == expected.curves
+        rows = [r for r in result.rows if (r["method"], r["class_mode"]) == (key.method, key.class_mode)]
+        assert [{**r, "value": None} for r in rows] == [{**r, "value": None} for r in expected.rows]
+        assert [r["value"] for r in rows] == pytest.approx([r["value"] for r in expected.rows], **close)
+        curves = {k: v for k, v in result.curves.items() if k[1:3] == (key.method, key.class_mode)}
+        assert curves.keys() == expected.curves.keys()
+        for curve_key, curve in curves.items():
+            assert curve == pytest.approx(expected.curves[curve_key], **close)
 
 
 def test_an_image_size_the_black_box_was_not_built_for_fails_before_any_work(tmp_path):
-    import pytest
-
     from ltx.pipeline import run_pipeline
 
     cfg = compose_config(tiny_vit("data.image_size=48", f"hydra.run.dir={tmp_path}"))
