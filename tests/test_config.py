@@ -75,3 +75,15 @@ def test_paper_experiments_keep_the_papers_settings(experiment):
     assert cfg.pretrain.patience is None
     assert cfg.method.ltx.lr == 2e-3 and cfg.method.ltx.steps == 25 and cfg.method.ltx_sel.select_by == "pos"
     assert cfg.masking._target_ == "ltx.masking.ConstantBaseline" and cfg.masking.value == 0 and not cfg.masking.hard
+
+
+@pytest.mark.parametrize("experiment", ["shapes", "shapes_vit", "shapes_resnet"])
+def test_shapes_experiments_keep_the_settings_chosen_on_shapes(experiment):
+    """The textures default's choices (black masking, mask weight 2.5, lr 2e-5) stay out of the
+    former default, whose own were chosen on shapes validation images."""
+    cfg = compose_config([f"+experiment={experiment}"])
+    default = compose_config([])
+    assert cfg.masking._target_ == "ltx.masking.MeanBaseline" and cfg.loss.mask_weight == 10.0
+    assert cfg.method.ltx.lr == 2e-4 and cfg.method.ltx._target_ == default.method.ltx._target_
+    assert default.masking._target_ == "ltx.masking.ConstantBaseline" and default.loss.mask_weight == 2.5
+    assert default.method.ltx.lr == 2e-5
