@@ -3,7 +3,7 @@
 For each model, in one run on the same machine, the same instances and the same steps, prints one
 markdown table with a row per configuration:
 
-- `seq`: the paper's loop: `FinetuneModule.finetune` called on one image at a time (B = 1, the
+- `seq`: the paper's loop: `Finetuner.finetune` (`ltx.finetune`) called on one image at a time (B = 1, the
   same code and maths as the batched rows, run plainly without vmap);
 - `B=k`: k instances finetuned together (`instance_batch_size=k`; k is capped at the number of
   instances), and `auto` (the memory probe's choice), for each `--scopes` (all = the paper,
@@ -42,7 +42,8 @@ from typing import Any
 
 import torch
 
-from ltx.lit.finetune import FinetuneModule, peak_memory
+from ltx.finetune import Finetuner, FinetuneSettings
+from ltx.finetune.memory import peak_memory
 from ltx.losses import LTXLoss
 from ltx.masking import ConstantBaseline
 from ltx.models.explained import ExplainedModel
@@ -152,19 +153,22 @@ def finetune_rows(name: str, explained: ExplainedModel, explainer, images: torch
     count = len(images)
     rows: list[Row] = []
 
-    def module(scope: str, batch: int | str | None, **kwargs: Any) -> FinetuneModule:
-        return FinetuneModule(explained, explainer, ConstantBaseline().to(images.device), LTXLoss(), steps=steps,
-                              scope=scope, lora_rank=args.lora_rank, instance_batch_size=batch,
-                              memory_budget=args.memory_budget, **kwargs)
+    def engine(**settings: Any) -> Finetuner:
+        return Finetuner(explained, explainer, ConstantBaseline().to(images.device), LTXLoss(),
+                         FinetuneSettings(**settings))
 
-    def sequential(m: FinetuneModule) -> Callable[[], dict[str, torch.Tensor]]:
+    def module(scope: str, batch: int | str | None, **kwargs: Any) -> Finetuner:
+        return engine(steps=steps, scope=scope, lora_rank=args.lora_rank, instance_batch_size=batch,
+                      memory_budget=args.memory_budget, **kwargs)
+
+    def sequential(m: Finetuner) -> Callable[[], dict[str, torch.Tensor]]:
         def run() -> dict[str, torch.Tensor]:
             alone = [m.finetune(images[i:i + 1], classes[i:i + 1]) for i in range(count)]
             return {k: torch.cat([a[k] for a in alone]) for k in alone[0]}
         return run
 
-    def one_step(m: FinetuneModule, b: int) -> Callable[[], Any]:
-        return lambda: m._finetune(images[:b], classes[:b], 1)
+    def one_step(m: Finetuner, b: int) -> Callable[[], Any]:
+        return lambda: m.finetune_together(images[:b], classes[:b], 1)
 
     for scope in args.scopes:
         seq = module(scope, 1)
@@ -195,8 +199,7 @@ def finetune_rows(name: str, explained: ExplainedModel, explainer, images: torch
             m = module("all", b, **kwargs)
             rows.append(Row(name, "ltx", "all", f"B={b} {extra}", lambda m=m: m.finetune(images, classes),
                             one_step(m, b), b, count, seq_of="all seq"))
-    pltx = FinetuneModule(explained, explainer, ConstantBaseline().to(images.device), LTXLoss(), steps=0,
-                          instance_batch_size=min(count, 32))
+    pltx = engine(steps=0, instance_batch_size=min(count, 32))
     rows.append(Row(name, "pLTX (steps=0)", "–", f"B={min(count, 32)}", lambda: pltx.finetune(images, classes),
                     None, 1, count))
     return rows

@@ -4,7 +4,7 @@
 own images. The explainer is loaded (`--explainer`, e.g. a run's explainers/<backbone>/<mode>.safetensors)
 or, without one, pretrained on the given images (plus `--pretrain-images`) for `--pretrain-steps`
 steps and saved as explainer.safetensors for the next time; then a copy of it is finetuned on
-each image (`FinetuneModule`, `--steps`), as in the paper. Images of any size and mode are
+each image (`ltx.methods.ltx.LTX`, `--steps`), as in the paper. Images of any size and mode are
 resized straight to the model's input size; maps are returned at each image's own size.
 
 `ltx report RUN_DIR`: (re)write a finished run's self-contained results.html.
@@ -114,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="a Hydra override of the run config's explainer, masking, loss, pretrain or "
-                         "method.ltx settings, e.g. --set masking=blur --set method.ltx.scope=head "
+                    help="a Hydra override of the run config's explainer, masking, loss, pretrain, "
+                         "method.ltx or finetune settings, e.g. --set masking=blur --set finetune.scope=head "
                          "(repeatable; an --explainer from a run keeps that run's explainer, masking and "
                          "loss settings)")
     ex.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only warnings and errors")
@@ -238,7 +238,7 @@ def usable_images(sources: Sequence[ImageSource], min_side: int, role: str) -> l
 
 
 def compose_settings(args: argparse.Namespace) -> DictConfig:
-    """The explainer, masking, loss, pretrain and method.ltx settings: the run config's defaults with
+    """The explainer, masking, loss, pretrain, method.ltx and finetune settings: the run config's defaults with
     --set overrides, the explainer's own run settings when it comes from a run directory, then the options."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
@@ -282,18 +282,17 @@ def resolve_device(name: str) -> torch.device:
 def pretrain(cfg: DictConfig, explained: ExplainedModel, explainer: Explainer, masking: Masking,
              loss: LTXLoss, dataset: Dataset, *, class_mode: str, steps: int, batch_size: int,
              device: torch.device, seed: int, quiet: bool) -> None:
-    """Pretrain the explainer on `dataset` for `steps` steps (the run config's optimiser settings)."""
+    """Pretrain the explainer on `dataset` for `steps` steps: the run's pretraining module (its
+    optimiser and schedule, the run config's `pretrain` settings), counted in steps, not epochs."""
     import lightning as L
     import torch
     from torch.utils.data import DataLoader
 
     from ltx.lit import expected_lightning_warnings
-    from ltx.lit.pretrain import PretrainModule
+    from ltx.stages.pretrain import pretrain_module
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # device summary and tips: noise here
-    p = cfg.pretrain
-    module = PretrainModule(explained, explainer, masking, loss, class_mode=class_mode, lr=p.lr,
-                            weight_decay=p.weight_decay, warmup_fraction=p.warmup_fraction).train()
+    module = pretrain_module(cfg, explained, explainer, masking, loss, class_mode, validate=False)
     loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
     trainer = L.Trainer(max_steps=steps, max_epochs=math.ceil(steps / len(loader)),
@@ -356,9 +355,11 @@ def explain(args: argparse.Namespace) -> list[dict[str, Any]]:
     from torch.utils.data import DataLoader
 
     from ltx.data.folder import ImageFiles, find_images
+    from ltx.lit.explain import ExplainModule
     from ltx.models.zoo import Settings, load_state, read_checkpoint
     from ltx.progress import track
     from ltx.report import explanations_index
+    from ltx.stages.pretrain import new_explainer
     from ltx.store import save_tensors, write_json
 
     out = writable_folder(args.out)
@@ -375,9 +376,8 @@ def explain(args: argparse.Namespace) -> list[dict[str, Any]]:
     paths = usable_images(sources, cell_size(explained), "given")
     dataset = ImageFiles(paths, image_size=explained.image_size, label=label)
 
-    explainer = instantiate(cfg.explainer)(explained)
-    masking, loss = instantiate(cfg.masking), instantiate(cfg.loss)
-    holder = torch.nn.ModuleDict({"explainer": explainer, "masking": masking})
+    explainer, masking, holder = new_explainer(cfg, explained)
+    loss = instantiate(cfg.loss)
     if args.explainer:
         settings = Settings(name="--model (the explained model the explainer was pretrained for)",
                             weights="--explainer RUN_DIR/explainers/BACKBONE/predicted.safetensors")
@@ -393,8 +393,8 @@ def explain(args: argparse.Namespace) -> list[dict[str, Any]]:
         origin = (f"explainer pretrained on {len(pretrain_set)} images for {args.pretrain_steps} steps, "
                   f"saved as explainer.safetensors (reuse: --explainer {out / 'explainer.safetensors'})")
 
-    module = instantiate(cfg.method.ltx)(explained=explained, explainer=explainer, masking=masking, loss=loss,
-                                   class_mode=class_mode).to(device)
+    ltx = instantiate(cfg.method.ltx)(model=explained, explainer=explainer, masking=masking, loss=loss)
+    module = ExplainModule(ltx, class_mode=class_mode).to(device)
     stems = unique_stems(paths)
     records: list[dict[str, Any]] = []
     loader = DataLoader(dataset, batch_size=args.batch_size)
@@ -409,7 +409,7 @@ def explain(args: argparse.Namespace) -> list[dict[str, Any]]:
                                             probs[i], int(result["classes"][i]), names, args.top_k,
                                             explained.name))
     explained_class = "the predicted class" if label < 0 else f"class {label} ({names[label]})"
-    header = (f"{explained.name} · explains {explained_class} · {origin} · finetuned {module.steps} "
+    header = (f"{explained.name} · explains {explained_class} · {origin} · finetuned {ltx.settings.steps} "
               f"steps per image · {datetime.now():%Y-%m-%d %H:%M}")
     write_json(out / "explanations.json", {"header": header, "images": records})
     explanations_index(out / "index.html", records, header)

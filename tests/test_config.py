@@ -6,9 +6,9 @@ import pytest
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
-from ltx.lit.finetune import FinetuneModule
 from ltx.losses import LTXLoss
 from ltx.masking import Masking
+from ltx.methods.ltx import LTX
 from tests.helpers import CONF_DIR, compose_config
 
 GROUPS = ["backbone", "data", "explainer", "masking", "loss", "method", "eval", "trainer", "logger", "experiment"]
@@ -43,7 +43,23 @@ def test_method_configs_are_partials_of_methods():
         factory = instantiate(method)
         assert callable(factory), name
     assert instantiate(cfg.method.ltx_pretrained).keywords["steps"] == 0
-    assert instantiate(cfg.method.ltx).func is FinetuneModule
+    assert instantiate(cfg.method.ltx).func is LTX
+
+
+def test_every_ltx_variant_reads_how_finetuning_runs_from_one_place():
+    """ltx_pretrained and ltx_sel compose ltx, whose cost settings read `finetune`: one override reaches
+    them all; an override of one variant's copy, which would not reach the others, is refused."""
+    from ltx.stages.checks import check_config
+
+    cfg = compose_config(["method=[ltx,ltx_pretrained,ltx_sel]", "finetune.precision=bf16", "finetune.scope=head"])
+    for name in ("ltx", "ltx_pretrained", "ltx_sel"):
+        assert cfg.method[name].precision == "bf16" and cfg.method[name].scope == "head", name
+    assert (cfg.method.ltx_sel.select_by, cfg.method.ltx_sel.lr, cfg.method.ltx_sel.steps) == ("pos", 2e-3, 25)
+    assert cfg.method.ltx_pretrained.steps == 0 and cfg.method.ltx.steps == 25
+    check_config(cfg)
+    with pytest.raises(ValueError, match="method.ltx.precision=bf16 reaches ltx only.*finetune.precision=bf16"):
+        check_config(compose_config(["method=[ltx,ltx_sel]", "method.ltx.precision=bf16"]))
+    check_config(compose_config(["method=[ltx,gradcam]", "method.ltx.precision=bf16"]))  # nothing left out
 
 
 def test_the_default_is_the_textures_data_and_the_shapes_data_stays_an_option():

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from ltx.pipeline import check_processes, make_trainer
+from ltx.stages.runtime import check_processes, make_trainer
 from ltx.store import MapKey, MapStore, read_results
 from tests.helpers import compose_config, tiny_vit
 from tests.test_run import run_ltx

@@ -26,7 +26,7 @@ def write_image_folder(root, classes=("goldfish", "tabby"), per_class=2, size=(2
 
 TINY_PAPER = ["backbone.{name}.weights=random", "pretrain.epochs=1", "pretrain.batch_size=2",
               "explain.num_images=2", "explain.batch_size=2", "explain.grid_images=1", "class_modes=[target]",
-              "data.num_workers=0", "data.batch_size=2", "eval.chunk_size=20",
+              "data.num_workers=0", "eval.chunk_size=20",
               "trainer.enable_progress_bar=false"]
 
 

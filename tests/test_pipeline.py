@@ -6,8 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ltx.data import instance_ids
 from ltx.lit.pretrain import PretrainModule
-from ltx.pipeline import Evaluation, check_config, evaluate, instance_ids, prepare_data, pretrain_explainer
+from ltx.pipeline import prepare_data
+from ltx.stages.checks import check_config
+from ltx.stages.evaluate import Evaluation, evaluate
+from ltx.stages.pretrain import pretrain_explainer
 from ltx.store import MapKey, MapStore
 from tests.helpers import Killed, compose_config, tiny_explained, tiny_vit
 
@@ -78,7 +82,7 @@ def test_an_image_scored_before_with_the_same_map_is_reused_and_results_equal_fr
 
     forwarded.clear()
     result = Evaluation()
-    with caplog.at_level(logging.INFO, logger="ltx.pipeline"):
+    with caplog.at_level(logging.INFO, logger="ltx"):
         evaluate(cfg, store, "textures_vit", explained, instances, result)
     per_image = alone_forwarded[random] / len(ids)
     assert alone_forwarded[other] == alone_forwarded[random] > 0
@@ -124,7 +128,7 @@ def test_ground_truth_asked_for_on_data_without_masks_fails_before_any_work(over
 
 
 def test_lightning_device_lines_are_logged_once_and_its_advert_never() -> None:
-    from ltx.pipeline import _DevicesOnce
+    from ltx.stages.runtime import _DevicesOnce
 
     def record(message: str) -> logging.LogRecord:
         return logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, __file__, 1, message,

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltx.pipeline import MapWriter, run_pipeline
+from ltx.pipeline import run_pipeline
+from ltx.stages.explain import MapWriter
 from ltx.store import MapKey, MapStore, read_results
 from tests.helpers import Killed, compose_config, tiny_vit
 
@@ -45,7 +46,7 @@ def test_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path: Path, cache_d
     assert explainer.is_file() and len(first) == 1 and not (out / "results.csv").exists()
     before = {p: p.stat().st_mtime_ns for p in [explainer, *first]}
 
-    with caplog.at_level(logging.INFO, logger="ltx.pipeline"):
+    with caplog.at_level(logging.INFO, logger="ltx"):
         resumed = run(out, cache_dir)
     assert "explainer textures_vit/predicted: reusing" in caplog.text
     assert "maps textures_vit/ltx/predicted: 2 instances (2 already saved)" in caplog.text

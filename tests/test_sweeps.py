@@ -14,7 +14,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from experiments import sweep_table
-from ltx.pipeline import check_config, run_pipeline, sweep_metric
+from ltx.pipeline import run_pipeline
+from ltx.stages.checks import check_config
+from ltx.stages.evaluate import sweep_metric
 from ltx.store import metric_values, read_results, write_results
 from tests.helpers import CONF_DIR, TINY_VIT, compose_config, tiny_vit
 from tests.test_run import run_ltx

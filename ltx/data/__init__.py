@@ -1,7 +1,7 @@
 """Data: the procedural shapes and textures sets (with ground-truth masks), ImageFolder data sets, DataModules."""
 
 from ltx.data.datamodule import ImageFolderDataModule, ShapesDataModule, TexturesDataModule
-from ltx.data.folder import ImageFolderDataset, seeded_subset
+from ltx.data.folder import ImageFolderDataset, instance_ids, seeded_subset
 from ltx.data.shapes import SHAPE_CLASSES, ShapesDataset, render_shapes
 from ltx.data.textures import TEXTURE_CLASSES, TexturesDataset, render_textures
 
@@ -14,6 +14,7 @@ __all__ = [
     "ShapesDataset",
     "TexturesDataModule",
     "TexturesDataset",
+    "instance_ids",
     "render_shapes",
     "render_textures",
     "seeded_subset",

@@ -183,3 +183,10 @@ def seeded_subset(
             raise ValueError(f"class {label} has {len(members)} samples, fewer than per_class={per_class}")
         picked += sorted(rng.choice(members, size=per_class, replace=False).tolist())
     return Subset(dataset, picked)
+
+
+def instance_ids(dataset: Subset) -> list[int]:
+    """The global instance index of each element of a subset (what batches carry as 'index'), without
+    loading images."""
+    base = dataset.dataset
+    return [getattr(base, "offset", 0) + int(i) for i in dataset.indices]

@@ -1,9 +1,11 @@
-"""Any saliency method as a LightningModule, so every method runs through the same `trainer.predict`
-(devices, DDP sharding of instances, progress bars) as LTX's FinetuneModule.
+"""Any method as a LightningModule: every method, LTX included, runs through the same
+`trainer.predict` (devices, DDP sharding of instances, progress bars), and every prediction is the
+same record: `index`, `classes`, `labels`, `maps` and the method's per-instance extras.
 
-A method's map depends only on the image and the class it explains, so maps already saved for
-the other class mode are reused wherever that mode explained the same class (for an accurate
-model, almost every image: the predicted class is the label)."""
+A method whose map depends only on the image and the class it explains
+(`Method.reuse_across_class_modes`) gets the maps already saved for the other class mode wherever
+that mode explained the same class (for an accurate model, almost every image: the predicted
+class is the label)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch import nn
 
 from ltx.methods.base import Method
 from ltx.store import SavedMaps
@@ -20,8 +23,11 @@ class ExplainModule(L.LightningModule):
     def __init__(self, method: Method, *, class_mode: str = "predicted",
                  reuse: SavedMaps | None = None) -> None:
         super().__init__()
+        if reuse is not None and not method.reuse_across_class_modes:
+            raise ValueError(f"method {method.name!r} cannot reuse maps of another class mode")
         self.method = method
         self.explained = method.model
+        self.networks = nn.ModuleList(method.networks())  # registered: Lightning moves them to the device
         self.class_mode = class_mode
         self.reuse = reuse
         self.reused = 0  # instances whose map came from `reuse`
@@ -35,13 +41,15 @@ class ExplainModule(L.LightningModule):
             todo = ~(found & (saved_classes == classes.cpu())).to(classes.device)
             maps = None if saved is None else saved.to(images.device)
             self.reused += int((~todo).sum())
+        out: dict[str, torch.Tensor] = {}
         if todo.any():
             with torch.enable_grad():  # gradient-based methods (Grad-CAM, IG, GAE) need it under predict
-                extras = {key: batch[key][todo] for key in self.method.needs if key in batch}
-                computed = self.method(images[todo], classes[todo], **extras).detach()
-            if maps is None:
-                maps = computed
-            else:
-                maps = maps.to(computed.dtype)
-                maps[todo] = computed
-        return {"index": batch["index"], "classes": classes, "labels": batch["label"], "maps": maps}
+                context = {key: batch[key][todo] for key in self.method.needs if key in batch}
+                out = {k: v.detach() for k, v in self.method.explanations(images[todo], classes[todo], **context).items()}
+            if maps is not None:  # reused maps only: a reusing method has no extras
+                maps = maps.to(out["maps"].dtype)
+                maps[todo] = out["maps"]
+                out["maps"] = maps
+        else:
+            out["maps"] = maps
+        return {"index": batch["index"], "classes": classes, "labels": batch["label"], **out}

@@ -4,9 +4,20 @@ Like Captum's `attribute(inputs, target)`: `images` are (B, 3, H, W) in [0, 1], 
 tensor of the class to explain per image, and the result a (B, H, W) saliency map at image size
 (any scale: the metrics only rank it). Methods are registered by name so the CLI and the configs
 can find them; a method that needs a model's internals declares the families it supports and
-refuses others with a clear error. A method that needs more of the batch than the images (the
-ground-truth masks, for the oracle) names those keys in `needs` and receives them as keyword
-arguments of `explain`.
+refuses others with a clear error. What a run's adapter (`ltx.lit.explain.ExplainModule`) needs
+to know of a method, it declares, the same for every method:
+
+- `needs`: batch entries besides the images it takes as keyword arguments of `explain` (the
+  ground-truth masks, for the oracle; a contrast class later).
+- `explain` may return, beside the maps, per-instance extras as a dict (LTX: `failed`, `step`,
+  `loss`); they are saved with the maps and evaluation reads them. `explanations` always gives
+  that dict, `method(images, classes)` the maps alone.
+- `reuse_across_class_modes`: whether a map saved for one class mode may stand for the other
+  mode's where the class explained is the same (a map that depends only on the image and the
+  class). LTX: never, it has one explainer per class mode.
+- `uses_explainer`: the method is built with the run's pretrained `explainer`, its `masking` and
+  `loss` besides the model (LTX).
+- `networks()`: the modules it computes with, which the adapter moves between devices.
 """
 
 from __future__ import annotations
@@ -51,6 +62,10 @@ class Method(ABC):
     families: ClassVar[tuple[str, ...] | None] = None
     #: batch entries besides images and classes that `explain` takes as keyword arguments (e.g. "mask")
     needs: ClassVar[tuple[str, ...]] = ()
+    #: a map saved for one class mode may be reused for the other where the class is the same
+    reuse_across_class_modes: ClassVar[bool] = True
+    #: built with the run's pretrained explainer, masking and loss (keyword arguments) besides the model
+    uses_explainer: ClassVar[bool] = False
 
     def __init__(self, model: ExplainedModel) -> None:
         self.check_applicable(model)
@@ -68,21 +83,32 @@ class Method(ABC):
                 f"{model.name!r} is a {model.family}: choose another method for it."
             )
 
-    @abstractmethod
-    def explain(self, images: torch.Tensor, classes: torch.Tensor, **batch: torch.Tensor) -> torch.Tensor:
-        """Saliency maps (B, H, W) for `classes` on `images` (B, 3, H, W) in [0, 1]; `batch` holds
-        the entries named in `needs`."""
+    def networks(self) -> list[nn.Module]:
+        """The modules the method computes with, for a wrapper to move between devices (Lightning)."""
+        return [self.model]
 
-    def __call__(self, images: torch.Tensor, classes: torch.Tensor, **batch: torch.Tensor) -> torch.Tensor:
+    @abstractmethod
+    def explain(self, images: torch.Tensor, classes: torch.Tensor,
+                **batch: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Saliency maps (B, H, W) for `classes` on `images` (B, 3, H, W) in [0, 1], or a dict of
+        them (`maps`) and per-instance extras (B, ...); `batch` holds the entries named in `needs`."""
+
+    def explanations(self, images: torch.Tensor, classes: torch.Tensor, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`explain`'s result as a dict: `maps` (B, H, W) and the method's per-instance extras."""
         missing = [key for key in self.needs if batch.get(key) is None]
         if missing:
             raise ValueError(f"method {self.name!r} needs the batch entries {missing} (the data has none?): "
                              f"choose data with them or another method.")
-        maps = self.explain(images, classes, **{key: batch[key] for key in self.needs})
+        out = self.explain(images, classes, **{key: batch[key] for key in self.needs})
+        out = out if isinstance(out, dict) else {"maps": out}
         expected = (images.shape[0], *images.shape[-2:])
-        if tuple(maps.shape) != expected:
-            raise RuntimeError(f"{self.name} returned maps of shape {tuple(maps.shape)}, expected {expected}")
-        return maps
+        if tuple(out["maps"].shape) != expected:
+            raise RuntimeError(f"{self.name} returned maps of shape {tuple(out['maps'].shape)}, expected {expected}")
+        return out
+
+    def __call__(self, images: torch.Tensor, classes: torch.Tensor, **batch: torch.Tensor) -> torch.Tensor:
+        """The maps (B, H, W) alone."""
+        return self.explanations(images, classes, **batch)["maps"]
 
 
 def create_method(name: str, model: ExplainedModel, **kwargs) -> Method:

@@ -4,14 +4,16 @@ ViT explainer (paper): the explained ViT's encoder, CLS/prefix tokens dropped, a
 Linear(D, D) → Tanh → Linear(D, 1) → sigmoid, bilinear upsampling of the patch grid to the image.
 CNN explainer (paper): the explained CNN's trunk → Conv1×1 → sigmoid →
 bilinear upsampling; a learned upsampling decoder is an option (the paper's open question 3).
-Backbones are read through timm's uniform `forward_features`, so any timm ViT or CNN works. Both
-keep the backbone's BatchNorm layers (a CNN trunk, a ViT's conv stem) in eval mode by default.
+The explainer's trunk (`Explainer.trunk`: a copy of the explained model without its classifier) is
+read through timm's uniform `forward_features`, so any timm ViT or CNN works. Both keep the trunk's
+BatchNorm layers (a CNN's, a ViT's conv stem) in eval mode by default. (The trunk was called
+`backbone` before; explainer files with `backbone.*` keys still load, see `Explainer`.)
 """
 
 from __future__ import annotations
 
 import copy
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -41,21 +43,37 @@ def _reinitialise(network: nn.Module) -> None:
 
 
 class Explainer(nn.Module):
-    """Shared part: normalise like the explained model, run the backbone, upsample the coarse mask."""
+    """Shared part: normalise like the explained model, run the trunk, upsample the coarse mask.
 
-    def __init__(self, backbone: nn.Module, mean: torch.Tensor, std: torch.Tensor, *,
+    `backbone` is the explained model in configs and results, so the explainer's copy of its layers
+    is the `trunk`; state dicts saved before the rename (`backbone.*` keys, issue 15) load through
+    `OLD_PREFIXES`."""
+
+    #: old key prefix → new one, applied when a state dict is loaded
+    OLD_PREFIXES: ClassVar[dict[str, str]] = {"backbone.": "trunk."}
+
+    def __init__(self, trunk: nn.Module, mean: torch.Tensor, std: torch.Tensor, *,
                  freeze_norm: bool = True) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.trunk = trunk
         self.register_buffer("mean", mean.clone())
         self.register_buffer("std", std.clone())
         self.freeze_norm = freeze_norm
+        self.register_load_state_dict_pre_hook(self._rename_old_keys)
+
+    @classmethod
+    def _rename_old_keys(cls, module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            for old, new in cls.OLD_PREFIXES.items():
+                if key.startswith(prefix + old):
+                    state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+                    break
 
     def train(self, mode: bool = True) -> Explainer:
-        """Keep the backbone's BatchNorm statistics fixed (paper): one-image finetuning would wreck them."""
+        """Keep the trunk's BatchNorm statistics fixed (paper): one-image finetuning would wreck them."""
         super().train(mode)
         if self.freeze_norm:
-            for module in self.backbone.modules():
+            for module in self.trunk.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         return self
@@ -64,10 +82,10 @@ class Explainer(nn.Module):
         raise NotImplementedError
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_features((images - self.mean) / self.std)
+        return self.trunk.forward_features((images - self.mean) / self.std)
 
     def decode(self, features: torch.Tensor, size: tuple[int, int]) -> Masks:
-        """Backbone features → masks at `size`; separate so finetuning can reuse frozen features."""
+        """Trunk features → masks at `size`; separate so finetuning can reuse frozen features."""
         coarse = torch.sigmoid(self.coarse_logits(features))
         mask = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
         return Masks(mask, coarse)
@@ -79,33 +97,33 @@ class Explainer(nn.Module):
 class ViTExplainer(Explainer):
     """Per-patch head on the ViT's output tokens."""
 
-    def __init__(self, backbone: nn.Module, mean: torch.Tensor, std: torch.Tensor, *,
+    def __init__(self, trunk: nn.Module, mean: torch.Tensor, std: torch.Tensor, *,
                  head_hidden: int | None = None, freeze_patch_embed: bool = True, freeze_norm: bool = True) -> None:
-        super().__init__(backbone, mean, std, freeze_norm=freeze_norm)
-        dim = backbone.num_features
+        super().__init__(trunk, mean, std, freeze_norm=freeze_norm)
+        dim = trunk.num_features
         hidden = head_hidden or dim
         self.head = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
         if freeze_patch_embed:
-            backbone.patch_embed.requires_grad_(False)
-        for block in backbone.blocks:
+            trunk.patch_embed.requires_grad_(False)
+        for block in trunk.blocks:
             # Explicit attention instead of fused SDPA: per-instance finetuning vmaps the explainer,
             # and SDPA has no batching rule (a slow per-sample fallback).
             if hasattr(block.attn, "fused_attn"):
                 block.attn.fused_attn = False
 
     def coarse_logits(self, features: torch.Tensor) -> torch.Tensor:
-        tokens = features[:, self.backbone.num_prefix_tokens:]
-        h, w = self.backbone.patch_embed.grid_size
+        tokens = features[:, self.trunk.num_prefix_tokens:]
+        h, w = self.trunk.patch_embed.grid_size
         return self.head(tokens).transpose(1, 2).reshape(tokens.shape[0], 1, h, w)
 
 
 class CNNExplainer(Explainer):
     """Conv1×1 on the trunk's feature map, or a learned upsampling decoder."""
 
-    def __init__(self, backbone: nn.Module, mean: torch.Tensor, std: torch.Tensor, *,
+    def __init__(self, trunk: nn.Module, mean: torch.Tensor, std: torch.Tensor, *,
                  decoder: str = "bilinear", decoder_width: int = 64, freeze_norm: bool = True) -> None:
-        super().__init__(backbone, mean, std, freeze_norm=freeze_norm)
-        channels = backbone.num_features
+        super().__init__(trunk, mean, std, freeze_norm=freeze_norm)
+        channels = trunk.num_features
         if decoder == "bilinear":
             self.decoder: nn.Module = nn.Conv2d(channels, 1, kernel_size=1)
         else:
@@ -135,14 +153,14 @@ def build_explainer(explained: ExplainedModel, *, init: str = "explained", head_
         raise ValueError(f"unknown explainer.init {init!r}: choose one of {INITS}")
     if decoder not in DECODERS:
         raise ValueError(f"unknown explainer.decoder {decoder!r}: choose one of {DECODERS}")
-    backbone = copy.deepcopy(explained.model).requires_grad_(True)
+    trunk = copy.deepcopy(explained.model).requires_grad_(True)
     if init == "scratch":
-        _reinitialise(backbone)
-    backbone.reset_classifier(0)
+        _reinitialise(trunk)
+    trunk.reset_classifier(0)
     if explained.family == "vit":
-        explainer: Explainer = ViTExplainer(backbone, explained.mean, explained.std, head_hidden=head_hidden,
+        explainer: Explainer = ViTExplainer(trunk, explained.mean, explained.std, head_hidden=head_hidden,
                                             freeze_patch_embed=freeze_patch_embed, freeze_norm=freeze_norm)
     else:
-        explainer = CNNExplainer(backbone, explained.mean, explained.std, decoder=decoder,
+        explainer = CNNExplainer(trunk, explained.mean, explained.std, decoder=decoder,
                                  decoder_width=decoder_width, freeze_norm=freeze_norm)
     return explainer.train()

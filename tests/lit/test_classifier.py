@@ -7,7 +7,7 @@ import torch
 
 from ltx.data.shapes import ShapesDataset
 from ltx.lit.classifier import ClassifierModule, random_removal
-from ltx.pipeline import data_fingerprint
+from ltx.stages.blackbox import data_fingerprint
 from tests.helpers import tiny_explained
 
 

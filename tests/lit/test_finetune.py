@@ -1,22 +1,21 @@
 import pytest
 import torch
 
-from ltx.lit.finetune import FinetuneModule
 from ltx.losses import LTXLoss
 from ltx.masking import ConstantBaseline
+from ltx.methods.ltx import LTX
 from ltx.models.explainer import build_explainer
 
 
-def _module(explained, **kwargs) -> FinetuneModule:
+def _module(explained, **kwargs) -> LTX:
     torch.manual_seed(0)
-    return FinetuneModule(explained, build_explainer(explained), ConstantBaseline(), LTXLoss(mask_weight=5.0),
-                          **kwargs)
+    return LTX(explained, build_explainer(explained), ConstantBaseline(), LTXLoss(mask_weight=5.0), **kwargs)
 
 
 def test_finetuning_lowers_each_instances_loss(explained):
     images, classes = torch.rand(3, 3, 64, 64), torch.tensor([0, 3, 5])
-    pretrained = _module(explained, steps=0).finetune(images, classes)
-    tuned = _module(explained, steps=5, lr=1e-3, select_by="last").finetune(images, classes)
+    pretrained = _module(explained, steps=0).explanations(images, classes)
+    tuned = _module(explained, steps=5, lr=1e-3, select_by="last").explanations(images, classes)
     assert (tuned["loss"] < pretrained["loss"]).all()
     assert (tuned["step"] == 5).all() and (pretrained["step"] == 0).all()
     assert tuned["maps"].shape == (3, 64, 64)
@@ -26,23 +25,23 @@ def test_instance_batched_equals_one_by_one(explained):
     """Each instance gets exactly the updates it would get alone (sum of losses, elementwise AdamW)."""
     images, classes = torch.rand(3, 3, 64, 64), torch.tensor([1, 2, 7])
     module = _module(explained, steps=3, lr=1e-3, select_by="loss")
-    together = module.finetune(images, classes)
-    alone = [module.finetune(images[i:i + 1], classes[i:i + 1]) for i in range(3)]
+    together = module.explanations(images, classes)
+    alone = [module.explanations(images[i:i + 1], classes[i:i + 1]) for i in range(3)]
     assert torch.allclose(together["maps"], torch.cat([a["maps"] for a in alone]), atol=1e-5)
     assert torch.equal(together["step"], torch.cat([a["step"] for a in alone]))
 
 
 def test_finetuning_leaves_the_pretrained_explainer_untouched(explained):
     module = _module(explained, steps=2)
-    before = {k: v.clone() for k, v in module.explainer.state_dict().items()}
-    module.finetune(torch.rand(2, 3, 64, 64), torch.tensor([0, 1]))
-    assert all(torch.equal(before[k], v) for k, v in module.explainer.state_dict().items())
+    before = {k: v.clone() for k, v in module.engine.explainer.state_dict().items()}
+    module.explanations(torch.rand(2, 3, 64, 64), torch.tensor([0, 1]))
+    assert all(torch.equal(before[k], v) for k, v in module.engine.explainer.state_dict().items())
 
 
 def test_loss_selection_never_picks_a_worse_step_than_the_pretrained_map(explained):
     images, classes = torch.rand(2, 3, 64, 64), torch.tensor([4, 6])
-    pretrained = _module(explained, steps=0).finetune(images, classes)
-    selected = _module(explained, steps=4, lr=5e-2, select_by="loss").finetune(images, classes)
+    pretrained = _module(explained, steps=0).explanations(images, classes)
+    selected = _module(explained, steps=4, lr=5e-2, select_by="loss").explanations(images, classes)
     assert (selected["loss"] <= pretrained["loss"] + 1e-6).all()
 
 
@@ -51,7 +50,7 @@ def test_head_scope_tunes_only_the_head():
 
     explained = tiny_explained("ltx_shapes_vit")
     module = _module(explained, scope="head")
-    tuned = [n for n, p in module.explainer.named_parameters() if module._is_tuned(n, p)]
+    tuned = [n for n, p in module.engine.explainer.named_parameters() if module.engine.plan.is_tuned(n, p)]
     assert tuned and all(n.startswith("head.") for n in tuned)
 
 
@@ -75,14 +74,14 @@ def test_finetuning_works_where_grad_is_off():
 
     module = _module(tiny_explained("ltx_shapes_resnet"), steps=2)
     with torch.no_grad():
-        out = module.finetune(torch.rand(1, 3, 64, 64), torch.tensor([3]))
+        out = module.explanations(torch.rand(1, 3, 64, 64), torch.tensor([3]))
     assert out["step"].item() == 2
 
 
 # --- scopes, instance batching, precision, compile --------------------------------------------------
 
-def _one_by_one(module: FinetuneModule, images: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
-    alone = [module.finetune(images[i:i + 1], classes[i:i + 1]) for i in range(len(images))]
+def _one_by_one(module: LTX, images: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
+    alone = [module.explanations(images[i:i + 1], classes[i:i + 1]) for i in range(len(images))]
     return {k: torch.cat([a[k] for a in alone]) for k in alone[0]}
 
 
@@ -90,49 +89,49 @@ def test_lora_scope_tunes_only_adapters(explained):
     from ltx.models.lora import LORA_PARAMS
 
     module = _module(explained, scope="lora", lora_rank=4)
-    plan = module._plan(torch.device("cpu"))
-    assert plan.tuned and all(name.rpartition(".")[2] in LORA_PARAMS for name in plan.tuned)
-    assert not any(module._is_tuned(n, p) for n, p in module.explainer.named_parameters())
+    tuned, shared = module.engine.plan.tensors(torch.device("cpu"))
+    assert tuned and all(name.rpartition(".")[2] in LORA_PARAMS for name in tuned)
+    assert not any(module.engine.plan.is_tuned(n, p) for n, p in module.engine.explainer.named_parameters())
     # the frozen weights are the explainer's own tensors, shared by every instance, not copies
-    weights = dict(module.explainer.named_parameters())
-    assert all(plan.shared[n].data_ptr() == p.data_ptr() for n, p in weights.items())
+    weights = dict(module.engine.explainer.named_parameters())
+    assert all(shared[n].data_ptr() == p.data_ptr() for n, p in weights.items())
     # adapters on the trainable layers only: the frozen ViT patch embedding gets none
-    assert not any(n.startswith("backbone.patch_embed") for n in plan.tuned)
+    assert not any(n.startswith("trunk.patch_embed") for n in tuned)
 
 
 def test_lora_scope_finetunes_instance_batched_like_one_by_one(explained):
     images, classes = torch.rand(3, 3, 64, 64), torch.tensor([1, 2, 7])
     module = _module(explained, scope="lora", lora_rank=4, steps=3, lr=1e-2, select_by="loss")
-    together = module.finetune(images, classes)
+    together = module.explanations(images, classes)
     alone = _one_by_one(module, images, classes)
     assert torch.allclose(together["maps"], alone["maps"], atol=1e-5)
     assert torch.equal(together["step"], alone["step"])
-    pretrained = _module(explained, scope="lora", steps=0).finetune(images, classes)
+    pretrained = _module(explained, scope="lora", steps=0).explanations(images, classes)
     assert (together["maps"] - pretrained["maps"]).abs().max() > 1e-3  # the adapters did change the maps
     assert (together["loss"] < pretrained["loss"]).all()
 
 
 def test_lora_starts_from_the_pretrained_map_and_leaves_the_explainer_untouched(explained):
     images, classes = torch.rand(2, 3, 64, 64), torch.tensor([0, 1])
-    plain = _module(explained, steps=0).finetune(images, classes)
+    plain = _module(explained, steps=0).explanations(images, classes)
     module = _module(explained, scope="lora", steps=0)
-    assert torch.allclose(module.finetune(images, classes)["maps"], plain["maps"], atol=1e-6)
-    keys = set(module.state_dict())
-    before = {k: v.clone() for k, v in module.explainer.state_dict().items()}
-    module.steps = 2
-    module.finetune(images, classes)
-    assert all(torch.equal(before[k], v) for k, v in module.explainer.state_dict().items())
-    assert set(module.state_dict()) == keys  # adapters are not saved with the module
+    assert torch.allclose(module.explanations(images, classes)["maps"], plain["maps"], atol=1e-6)
+    keys = set(module.engine.state_dict())
+    before = {k: v.clone() for k, v in module.engine.explainer.state_dict().items()}
+    module.settings.steps = 2
+    module.explanations(images, classes)
+    assert all(torch.equal(before[k], v) for k, v in module.engine.explainer.state_dict().items())
+    assert set(module.engine.state_dict()) == keys  # adapters are not saved with the module
 
 
-def test_head_scope_with_shared_backbone_features_equals_the_plain_vmap_path(explained):
+def test_head_scope_with_shared_trunk_features_equals_the_plain_vmap_path(explained):
     images, classes = torch.rand(3, 3, 64, 64), torch.tensor([3, 4, 5])
     shared = _module(explained, scope="head", steps=3, lr=1e-2, select_by="loss")
-    assert shared._plan(torch.device("cpu")).from_features
+    assert shared.engine.plan.from_features
     plain = _module(explained, scope="head", steps=3, lr=1e-2, select_by="loss")
-    plain.share_backbone_features = False
-    assert not plain._plan(torch.device("cpu")).from_features
-    a, b = shared.finetune(images, classes), plain.finetune(images, classes)
+    plain.engine.share_trunk_features = False
+    assert not plain.engine.plan.from_features
+    a, b = shared.explanations(images, classes), plain.explanations(images, classes)
     assert torch.allclose(a["maps"], b["maps"], atol=1e-5)
     assert torch.allclose(a["loss"], b["loss"], atol=1e-5)
     assert torch.allclose(a["maps"], _one_by_one(shared, images, classes)["maps"], atol=1e-5)
@@ -143,8 +142,8 @@ def test_instance_batch_size_splits_without_changing_the_maps():
 
     explained = tiny_explained("ltx_shapes_resnet")
     images, classes = torch.rand(5, 3, 64, 64), torch.tensor([0, 1, 2, 3, 4])
-    together = _module(explained, steps=2).finetune(images, classes)
-    split = _module(explained, steps=2, instance_batch_size=2).finetune(images, classes)
+    together = _module(explained, steps=2).explanations(images, classes)
+    split = _module(explained, steps=2, instance_batch_size=2).explanations(images, classes)
     assert torch.allclose(together["maps"], split["maps"], atol=1e-5)
 
 
@@ -153,23 +152,23 @@ def test_auto_instance_batch_size_fits_the_memory_budget():
 
     images, classes = torch.rand(2, 3, 64, 64), torch.tensor([0, 1])
     module = _module(tiny_explained("ltx_shapes_vit"), steps=1, instance_batch_size="auto")
-    assert module.probe_instance_batch_size(images, classes, budget=2**40, cap=8) == 8
-    probe = dict(module.auto_probe)
+    assert module.engine.probe_instance_batch_size(images, classes, budget=2**40, cap=8) == 8
+    probe = dict(module.engine.auto_probe)
     assert probe["per_instance"] > 0
     # room for 5.5 instances beyond the fixed part: the largest power of two below is 4
     budget = int(probe["fixed"] + 5.5 * probe["per_instance"])
-    assert module.probe_instance_batch_size(images, classes, budget=budget) == 4
+    assert module.engine.probe_instance_batch_size(images, classes, budget=budget) == 4
     # a budget too small for even one instance still finetunes, one at a time
     tiny = _module(tiny_explained("ltx_shapes_vit"), steps=1, instance_batch_size="auto", memory_budget=1e-6)
-    out = tiny.finetune(images, classes)
-    assert tiny.resolve_instance_batch_size(images, classes) == 1 and out["maps"].shape == (2, 64, 64)
-    assert tiny.auto_probe["instance_batch_size"] == 1
+    out = tiny.explanations(images, classes)
+    assert tiny.engine.resolve_instance_batch_size(images, classes) == 1 and out["maps"].shape == (2, 64, 64)
+    assert tiny.engine.auto_probe["instance_batch_size"] == 1
 
 
 def test_bf16_autocast_gives_maps_close_to_float32(explained):
     images, classes = torch.rand(2, 3, 64, 64), torch.tensor([2, 6])
-    fp32 = _module(explained, steps=2, lr=1e-3).finetune(images, classes)
-    bf16 = _module(explained, steps=2, lr=1e-3, precision="bf16").finetune(images, classes)
+    fp32 = _module(explained, steps=2, lr=1e-3).explanations(images, classes)
+    bf16 = _module(explained, steps=2, lr=1e-3, precision="bf16").explanations(images, classes)
     assert bf16["maps"].dtype == torch.float32
     assert (bf16["maps"] - fp32["maps"]).abs().max() < 0.05
     assert torch.allclose(bf16["loss"], fp32["loss"], rtol=0.05)
@@ -180,8 +179,8 @@ def test_auto_precision_and_compile_are_off_on_cpu():
 
     explained = tiny_explained("ltx_shapes_resnet")
     images, classes = torch.rand(2, 3, 64, 64), torch.tensor([0, 5])
-    plain = _module(explained, steps=1).finetune(images, classes)
-    auto = _module(explained, steps=1, precision="auto", compile="auto").finetune(images, classes)
+    plain = _module(explained, steps=1).explanations(images, classes)
+    auto = _module(explained, steps=1, precision="auto", compile="auto").explanations(images, classes)
     assert torch.equal(plain["maps"], auto["maps"])
 
 
@@ -196,11 +195,11 @@ def test_compiled_finetuning_gives_the_eager_maps(monkeypatch):
 
     explained = tiny_explained("ltx_shapes_resnet")
     images, classes = torch.rand(2, 3, 64, 64), torch.tensor([1, 6])
-    eager = _module(explained, steps=2, lr=1e-2).finetune(images, classes)
+    eager = _module(explained, steps=2, lr=1e-2).explanations(images, classes)
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     module = _module(explained, steps=2, lr=1e-2, compile=True)
-    compiled = module.finetune(images, classes)
-    assert module.compile is True  # it did not fall back
+    compiled = module.explanations(images, classes)
+    assert not module.engine.compile_failed  # it did not fall back
     assert torch.allclose(compiled["maps"], eager["maps"], atol=1e-5)
 
 
@@ -211,10 +210,10 @@ def test_inductor_compiled_finetuning_gives_the_eager_maps():
 
     explained = tiny_explained("ltx_shapes_vit")
     images, classes = torch.rand(2, 3, 64, 64), torch.tensor([1, 6])
-    eager = _module(explained, steps=2, lr=1e-2).finetune(images, classes)
+    eager = _module(explained, steps=2, lr=1e-2).explanations(images, classes)
     module = _module(explained, steps=2, lr=1e-2, compile=True)
-    compiled = module.finetune(images, classes)
-    assert module.compile is True
+    compiled = module.explanations(images, classes)
+    assert not module.engine.compile_failed
     assert torch.allclose(compiled["maps"], eager["maps"], atol=1e-4)
 
 
@@ -228,12 +227,12 @@ def test_a_failing_compile_falls_back_to_eager_with_a_warning(monkeypatch):
 
     explained = tiny_explained("ltx_shapes_resnet")
     images, classes = torch.rand(2, 3, 64, 64), torch.tensor([1, 6])
-    eager = _module(explained, steps=2).finetune(images, classes)
+    eager = _module(explained, steps=2).explanations(images, classes)
     monkeypatch.setattr(torch, "compile", broken)
     module = _module(explained, steps=2, compile=True)
     with pytest.warns(UserWarning, match="torch.compile failed"):
-        out = module.finetune(images, classes)
-    assert module.compile is False
+        out = module.explanations(images, classes)
+    assert module.engine.compile_failed
     assert torch.allclose(out["maps"], eager["maps"], atol=1e-6)
 
 
@@ -246,9 +245,9 @@ def test_a_non_finite_loss_stops_that_instance_only(name, caplog):
     bad = images.clone()
     bad[1, :, :4, :4] = float("nan")  # f's output, and so the loss, is NaN for instance 1 alone
     module = _module(explained, steps=3, lr=1e-2)
-    clean = module.finetune(images, classes)
+    clean = module.explanations(images, classes)
     with caplog.at_level("WARNING"):
-        out = module.finetune(bad, classes)
+        out = module.explanations(bad, classes)
     assert out["failed"].tolist() == [False, True, False]
     assert out["maps"][1].isnan().all() and out["loss"][1].isnan()
     keep = torch.tensor([0, 2])

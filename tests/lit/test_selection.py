@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from ltx.lit.finetune import FinetuneModule
 from ltx.losses import LTXLoss
 from ltx.masking import ConstantBaseline
+from ltx.methods.ltx import LTX
 from ltx.metrics import per_image_auc
 from ltx.models.explainer import build_explainer
 from tests.helpers import tiny_explained
@@ -14,12 +14,12 @@ from tests.helpers import tiny_explained
 def _finetune(select_by: str, steps: int, **kwargs):
     torch.manual_seed(0)
     explained = tiny_explained("ltx_shapes_vit")
-    module = FinetuneModule(explained, build_explainer(explained), ConstantBaseline(), LTXLoss(mask_weight=5.0),
-                            steps=steps, lr=5e-2, select_by=select_by, **kwargs)
+    module = LTX(explained, build_explainer(explained), ConstantBaseline(), LTXLoss(mask_weight=5.0),
+                 steps=steps, lr=5e-2, select_by=select_by, **kwargs)
     torch.manual_seed(1)
     images = torch.rand(3, 3, 64, 64)
     classes = explained.predict(images)
-    return explained, images, classes, module.finetune(images, classes)
+    return explained, images, classes, module.explanations(images, classes)
 
 
 @pytest.mark.parametrize("kind", ["pos", "neg"])
@@ -46,7 +46,7 @@ def test_a_stopped_instance_is_no_longer_scored(monkeypatch):
         sizes.append(len(images))
         return torch.tensor([0.0 if torch.equal(i, first) else 50.0 for i in images], dtype=torch.float64)
 
-    monkeypatch.setattr("ltx.metrics.per_image_auc", fake_pos)
+    monkeypatch.setattr("ltx.finetune.loop.per_image_auc", fake_pos)
     *_, result = _finetune("pos", steps=4, stop_below=6.0)
     assert sizes == [3, 2, 2, 2, 2]
     assert result["step"][0] == 0

@@ -16,8 +16,8 @@ def test_masks_are_image_sized_and_in_range(explained):
 
 def test_explainer_starts_from_the_explained_weights_or_scratch(explained):
     original = dict(explained.model.named_parameters())
-    copied = dict(build_explainer(explained).backbone.named_parameters())
-    fresh = dict(build_explainer(explained, init="scratch").backbone.named_parameters())
+    copied = dict(build_explainer(explained).trunk.named_parameters())
+    fresh = dict(build_explainer(explained, init="scratch").trunk.named_parameters())
     name = next(n for n in copied if n.endswith("weight") and copied[n].dim() > 1)
     assert torch.equal(copied[name], original[name])
     assert not torch.equal(fresh[name], original[name])
@@ -30,13 +30,13 @@ def test_explainer_starts_from_the_explained_weights_or_scratch(explained):
 def test_vit_patch_embedding_frozen_and_batchnorm_in_eval(name):
     explainer = build_explainer(tiny_explained(name)).train()
     if name.endswith("vit"):
-        assert not any(p.requires_grad for p in explainer.backbone.patch_embed.parameters())
-        assert all(p.requires_grad for p in explainer.backbone.blocks.parameters())
-    norms = [m for m in explainer.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert not any(p.requires_grad for p in explainer.trunk.patch_embed.parameters())
+        assert all(p.requires_grad for p in explainer.trunk.blocks.parameters())
+    norms = [m for m in explainer.trunk.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and not any(m.training for m in norms)  # the ViT's conv stem too
     assert explainer.head.training if name.endswith("vit") else explainer.decoder.training
     loose = build_explainer(tiny_explained(name), freeze_norm=False).train()
-    assert all(m.training for m in loose.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert all(m.training for m in loose.trunk.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
 def test_learned_decoder_gives_a_finer_coarse_mask():
@@ -60,3 +60,15 @@ def test_cnn_masks_start_at_one_half_so_gradients_flow():
     assert torch.allclose(masks.coarse, torch.full_like(masks.coarse, 0.5))
     masks.mask.sum().backward()
     assert explainer.decoder.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["ltx_shapes_vit", "ltx_shapes_resnet"])
+def test_explainer_files_from_before_the_trunk_rename_still_load(name):
+    """Explainers saved with `backbone.*` keys (before issue 15) load into `trunk`, also nested (a run's
+    explainer file holds `explainer.*` and `masking.*`)."""
+    source, target = build_explainer(tiny_explained(name)), build_explainer(tiny_explained(name), init="scratch")
+    old = {k.replace("trunk.", "backbone.", 1): v for k, v in source.state_dict().items()}
+    assert any(k.startswith("backbone.") for k in old) and not any(k.startswith("trunk.") for k in old)
+    holder = torch.nn.ModuleDict({"explainer": target})
+    holder.load_state_dict({f"explainer.{k}": v for k, v in old.items()})
+    assert all(torch.equal(v, target.state_dict()[k]) for k, v in source.state_dict().items())

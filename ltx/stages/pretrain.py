@@ -1,0 +1,107 @@
+"""Stage 2, explainer pretraining: one explainer per backbone and class mode, trained with the LTX
+loss on `pretrain.num_train` images (paper: 2,000), the best epoch by `pretrain.monitor` kept.
+
+`pretrain_module` is the one place where the `pretrain` settings become a `PretrainModule` (its
+optimiser and warm-up/decay schedule are the module's own): the run's stage and `ltx explain`
+(which counts steps instead of epochs) both build it here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from omegaconf import DictConfig
+from safetensors.torch import load_file
+
+from ltx.data import seeded_subset
+from ltx.lit import expected_lightning_warnings
+from ltx.lit.pretrain import PretrainModule
+from ltx.losses import LTXLoss
+from ltx.masking import Masking
+from ltx.metrics import create_metric
+from ltx.models.explained import ExplainedModel
+from ltx.models.explainer import Explainer
+from ltx.stages.runtime import (
+    loader,
+    make_loggers,
+    make_trainer,
+    rank_zero_view,
+    seed_stage,
+    train_loader,
+    world,
+)
+from ltx.store import save_tensors
+
+log = logging.getLogger(__name__)
+
+
+def new_explainer(cfg: DictConfig, explained: ExplainedModel) -> tuple[Explainer, Masking, torch.nn.ModuleDict]:
+    """A fresh explainer and masking for `explained` from the `explainer` and `masking` groups, and the
+    module whose state dict is an explainer file (`explainer.*`, `masking.*`: a learned baseline is
+    part of what pretraining learns)."""
+    explainer: Explainer = instantiate(cfg.explainer)(explained)
+    masking: Masking = instantiate(cfg.masking)
+    return explainer, masking, torch.nn.ModuleDict({"explainer": explainer, "masking": masking})
+
+
+def pretrain_module(cfg: DictConfig, explained: ExplainedModel, explainer: Explainer, masking: Masking,
+                    loss: LTXLoss, class_mode: str, *, validate: bool) -> PretrainModule:
+    """The `pretrain` settings as a PretrainModule; `validate`: with the POS checkpoint criterion
+    when `pretrain.monitor` is val/pos."""
+    p = cfg.pretrain
+    val_pos = create_metric("pos", explained) if validate and p.monitor == "val/pos" else None
+    return PretrainModule(explained, explainer, masking, loss, class_mode=class_mode, lr=p.lr,
+                          weight_decay=p.weight_decay, warmup_fraction=p.warmup_fraction, val_pos=val_pos).train()
+
+
+def pretrain_explainer(cfg: DictConfig, run_dir: Path, name: str, explained: ExplainedModel,
+                       datamodule: L.LightningDataModule, class_mode: str) -> tuple[Explainer, Masking]:
+    """Pretrain (or reload) the explainer of one backbone and class mode; the best epoch is kept.
+    `pretrain.epochs=0` keeps the explainer as initialised (the no-pretraining ablation);
+    `pretrain.patience` stops once the monitored value has not improved for that many epochs."""
+    seed = seed_stage(cfg, "pretrain", name, class_mode)
+    explainer, masking, holder = new_explainer(cfg, explained)
+    path = run_dir / "explainers" / name / f"{class_mode}.safetensors"
+    ckpt_dir = run_dir / "checkpoints" / name / class_mode
+    last = ckpt_dir / "last.ckpt"
+    saved, resumable = rank_zero_view((path.is_file(), last.is_file()))
+    if saved:
+        log.info("explainer %s/%s: reusing %s", name, class_mode, path)
+        holder.load_state_dict(load_file(str(path)))
+        return explainer, masking
+    p = cfg.pretrain
+    if p.epochs == 0:
+        log.info("explainer %s/%s: not pretrained (pretrain.epochs=0), finetuned from its initialisation",
+                 name, class_mode)
+    else:
+        module = pretrain_module(cfg, explained, explainer, masking, instantiate(cfg.loss), class_mode, validate=True)
+        per_class = p.get("per_class")
+        train = seeded_subset(datamodule.train_set, num_samples=None if per_class else p.num_train,
+                              per_class=per_class, seed=cfg.seed)
+        val = seeded_subset(datamodule.val_set, num_samples=None if per_class else p.num_val,
+                            per_class=per_class, seed=cfg.seed)
+        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=p.monitor, mode="min", save_top_k=1, filename="best")
+        # every epoch, to resume from (`save_last` writes only when the best improves)
+        latest = ModelCheckpoint(dirpath=ckpt_dir, filename=last.stem, enable_version_counter=False)
+        # the schedule stays that of p.epochs, so stopping early keeps exactly the checkpoint a full
+        # run keeps unless a later epoch would have beaten it
+        callbacks = [checkpoint, latest]
+        if p.get("patience") is not None:
+            callbacks.append(EarlyStopping(monitor=p.monitor, mode="min", patience=p.patience, verbose=True))
+        trainer = make_trainer(cfg, max_epochs=p.epochs, callbacks=callbacks, enable_checkpointing=True,
+                               logger=make_loggers(cfg, f"pretrain-{name}-{class_mode}"))
+        with expected_lightning_warnings():
+            trainer.fit(module, train_loader(cfg, trainer, train, p.batch_size, seed),
+                        loader(cfg, val, p.batch_size), ckpt_path=str(last) if resumable else None)
+        best = rank_zero_view(checkpoint.best_model_path or str(last))
+        module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"],
+                               strict=False)
+        log.info("explainer %s/%s: best epoch by %s from %s", name, class_mode, p.monitor, best)
+    if world()[0] == 0:
+        save_tensors(path, holder.state_dict())
+    return explainer, masking
