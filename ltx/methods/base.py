@@ -94,10 +94,19 @@ def create_method(name: str, model: ExplainedModel, **kwargs) -> Method:
     return METHODS[name](model, **kwargs)
 
 
-def upsample_to_image(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, h, w) or (B, 1, h, w) maps → (B, H, W), bilinear: coarse maps (patches, CAMs) to image size."""
-    if maps.dim() == 3:
-        maps = maps[:, None]
+def upsample_to_image(maps: torch.Tensor, size: tuple[int, int], *,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, h, w) or (B, 1, h, w) maps → (B, H, W): coarse maps (patches, CAMs) to image size.
+
+    Bilinear (align_corners=False) in `dtype` where the size differs; maps already at `size` keep
+    their values and dtype. The metrics resize in float64, so float32 maps keep their exact
+    values and ranking.
+    """
+    if maps.dim() == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    if maps.dim() != 3:
+        raise ValueError(f"saliency maps must be (B, H, W) or (B, 1, H, W), got shape {tuple(maps.shape)}")
     if tuple(maps.shape[-2:]) != tuple(size):
-        maps = nn.functional.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
-    return maps[:, 0]
+        maps = maps[:, None].to(dtype)
+        maps = nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)[:, 0]
+    return maps
