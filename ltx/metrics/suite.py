@@ -32,12 +32,12 @@ class PerturbationSuite:
             groups.setdefault(metric.plan(height, width), []).append(name)
         return list(groups.values())
 
-    def passes(self, height: int, width: int) -> int:
-        """Forward passes per image of H × W (images through the model) that `curves` and `update`
-        make: one per step of every run (RISE metrics also run each original once, to find the
-        class they score)."""
+    def passes_per_run(self, height: int, width: int) -> list[int]:
+        """Forward passes per image of H × W (images through the model) of each run, one per step;
+        their sum is what `curves` and `update` make (RISE metrics also run each original once,
+        to find the class they score)."""
         metrics = self.curve_metrics
-        return sum(len(metrics[names[0]].schedule(height, width)) for names in self.runs(height, width))
+        return [len(metrics[names[0]].schedule(height, width)) for names in self.runs(height, width)]
 
     def curves(self, images: Tensor, saliency: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """Per-image curves (B, S) of every perturbation metric, as its `curves` returns them."""

@@ -53,7 +53,7 @@ def test_the_paper_suite_runs_once_per_order_with_each_metrics_own_values(order:
     suite = PerturbationSuite({name: create_metric(name, model) for name in order})
     assert {frozenset(names) for names in suite.runs(SIZE, SIZE)} == {frozenset({"pos", "del"}),
                                                                      frozenset({"neg", "ins"})}
-    assert suite.passes(SIZE, SIZE) == 2 * STEPS
+    assert suite.passes_per_run(SIZE, SIZE) == [STEPS, STEPS]
     suite.update(images, saliency, labels)
     assert model.images_seen == 2 * BATCH * STEPS  # one run per removal order
     for name in order:
@@ -71,10 +71,10 @@ def test_curves_are_each_metrics_own_curves_with_one_run_per_plan() -> None:
     metrics = {name: create_metric(name, model, **({"step": 16} if "rise" in name else {})) for name in names}
     suite = PerturbationSuite(metrics)
     # POS/DEL, NEG/INS, each RISE metric (other endpoints), ROAD MoRF, ROAD LeRF
-    assert len(suite.runs(SIZE, SIZE)) == 6
-    assert suite.passes(SIZE, SIZE) == 4 * STEPS + 2 * (SIZE * SIZE // 16 + 1)
+    rise = SIZE * SIZE // 16 + 1
+    assert suite.passes_per_run(SIZE, SIZE) == [STEPS, STEPS, rise, rise, STEPS, STEPS]
     curves = suite.curves(images, saliency, labels)
-    assert model.images_seen == BATCH * (suite.passes(SIZE, SIZE) + 2)  # + RISE's originals, once per metric
+    assert model.images_seen == BATCH * (4 * STEPS + 2 * rise + 2)  # + RISE's originals, once per metric
     assert list(curves) == names
     for name, metric in metrics.items():
         assert not curves[name].is_inference()
