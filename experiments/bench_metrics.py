@@ -1,10 +1,11 @@
 """Benchmark: the paper suite (POS, NEG, INS, DEL) against its floor, the model's forward passes.
 
 For each model, in one run on the same model and images, prints
-- suite: time of the four metrics' `update` on N images (ranks, perturbed inputs, forwards,
-  scores, state), per image;
-- floor: time of the same number of images (4 · N · 10) through the model, chunked the same
-  way, from one pre-built tensor of perturbed inputs;
+- suite: time of the four metrics' `PerturbationSuite.update` on N images (ranks, perturbed
+  inputs, forwards, scores, state), per image;
+- floor: time of the suite's forward passes alone (`PerturbationSuite.passes_per_run`: one run
+  per removal order, POS/DEL and NEG/INS, so 2 · N · 10 images) through the model, chunked the
+  same way (per run), from one pre-built tensor of perturbed inputs;
 - their ratio (goal: ≤ 1.15).
 
     python experiments/bench_metrics.py --models tiny_vit vit_base --images 64 4
@@ -19,12 +20,11 @@ from collections.abc import Callable
 import timm
 import torch
 
-from ltx.metrics import Deletion, Insertion, NegativePerturbation, PositivePerturbation
+from ltx.metrics import Deletion, Insertion, NegativePerturbation, PerturbationSuite, PositivePerturbation
 from ltx.models.explained import ExplainedModel
 
 SUITE = (PositivePerturbation, NegativePerturbation, Insertion, Deletion)
 MODELS = ("tiny_vit", "vit_base")
-STEPS = 10
 
 
 def build(name: str) -> ExplainedModel:
@@ -56,20 +56,21 @@ def bench(name: str, num_images: int, chunk_size: int, device: torch.device, rep
     images = torch.rand(num_images, 3, size, size, device=device)
     maps = torch.rand(num_images, size // 8, size // 8, device=device)
     labels = model.predict(images)  # curves then start at 1, as for a trained model's correct images
-    metrics = [cls(model, chunk_size=chunk_size).to(device) for cls in SUITE]
-    # The floor's inputs: every (image, step) input one metric needs, built once, outside the timing.
-    keep = torch.rand(num_images * STEPS, 1, size, size, device=device) > 0.5
-    inputs = images.repeat_interleave(STEPS, 0) * keep
+    suite = PerturbationSuite({cls.name: cls(model, chunk_size=chunk_size).to(device) for cls in SUITE})
+    passes = suite.passes_per_run(size, size)
+    # The floor's inputs: as many (image, step) inputs as the suite's runs have, built once,
+    # outside the timing.
+    keep = torch.rand(num_images * sum(passes), 1, size, size, device=device) > 0.5
+    inputs = images.repeat_interleave(sum(passes), 0) * keep
 
-    def suite() -> None:
-        for metric in metrics:
-            metric.reset()
-            metric.update(images, maps, labels)
+    def update() -> None:
+        suite.reset()
+        suite.update(images, maps, labels)
 
     @torch.inference_mode()
     def floor() -> None:
-        for _ in SUITE:
-            for chunk in inputs.split(chunk_size):
+        for run in inputs.split([num_images * steps for steps in passes]):
+            for chunk in run.split(chunk_size):
                 model(chunk)
 
     with torch.inference_mode():
@@ -78,9 +79,9 @@ def bench(name: str, num_images: int, chunk_size: int, device: torch.device, rep
     floor_s = suite_s = float("inf")
     for _ in range(repeats):
         floor_s = min(floor_s, timed(floor, device))
-        suite_s = min(suite_s, timed(suite, device))
-    values = "  ".join(f"{m.name}={float(m.compute()):.2f}" for m in metrics)
-    forwards = len(SUITE) * len(inputs)
+        suite_s = min(suite_s, timed(update, device))
+    values = "  ".join(f"{name}={float(value):.2f}" for name, value in suite.compute().items())
+    forwards = len(inputs)
     print(f"{name:9s} {size}px  N={num_images:<4d} chunk={chunk_size:<4d} forwards={forwards:<6d}"
           f" suite {1e3 * suite_s / num_images:10.3f} ms/img  floor {1e3 * floor_s / num_images:10.3f} ms/img"
           f"  ratio {suite_s / floor_s:.3f}   ({values})")

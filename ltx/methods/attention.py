@@ -19,9 +19,9 @@ import torch
 from timm.models.vision_transformer import Attention, Block, Mlp, VisionTransformer
 from torch import nn
 
-from ltx.methods.base import Method, MethodNotApplicable, register_method, upsample_to_image
-from ltx.methods.gradients import autograd_enabled
+from ltx.methods.base import Method, MethodNotApplicable, autograd_enabled, register_method
 from ltx.models.explained import ExplainedModel
+from ltx.models.explainer import upsample_to_image
 
 Records = dict[nn.Module, tuple[torch.Tensor, torch.Tensor]]
 

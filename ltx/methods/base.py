@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import ClassVar, TypeVar
 
 import torch
@@ -111,6 +112,14 @@ class Method(ABC):
         return self.explanations(images, classes, **batch)["maps"]
 
 
+@contextmanager
+def autograd_enabled() -> Iterator[None]:
+    """Gradient methods need autograd even when called from an evaluation loop under `no_grad` or
+    `inference_mode`; inputs must be cloned inside this context to leave inference mode."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
 def create_method(name: str, model: ExplainedModel, **kwargs) -> Method:
     """Build a registered method by name; unknown names list the valid ones."""
     if name not in METHODS:
@@ -118,12 +127,3 @@ def create_method(name: str, model: ExplainedModel, **kwargs) -> Method:
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown method {name!r}.{hint} Valid methods: {', '.join(sorted(METHODS))}.")
     return METHODS[name](model, **kwargs)
-
-
-def upsample_to_image(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, h, w) or (B, 1, h, w) maps → (B, H, W), bilinear: coarse maps (patches, CAMs) to image size."""
-    if maps.dim() == 3:
-        maps = maps[:, None]
-    if tuple(maps.shape[-2:]) != tuple(size):
-        maps = nn.functional.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
-    return maps[:, 0]

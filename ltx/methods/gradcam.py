@@ -13,8 +13,7 @@ from pytorch_grad_cam import GradCAM as LibGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from ltx.methods.base import Method, register_method
-from ltx.methods.gradients import autograd_enabled
+from ltx.methods.base import Method, autograd_enabled, register_method
 from ltx.models.explained import ExplainedModel
 
 

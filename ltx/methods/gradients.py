@@ -6,25 +6,14 @@ LTX masks in) and a black image (0) is the natural IG baseline, whatever the nor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from captum.attr import GradientAttribution
 from captum.attr import InputXGradient as CaptumInputXGradient
 from captum.attr import IntegratedGradients as CaptumIntegratedGradients
 from captum.attr import Saliency as CaptumSaliency
 
-from ltx.methods.base import Method, register_method
+from ltx.methods.base import Method, autograd_enabled, register_method
 from ltx.models.explained import ExplainedModel
-
-
-@contextmanager
-def autograd_enabled() -> Iterator[None]:
-    """Gradient methods need autograd even when called from an evaluation loop under `no_grad` or
-    `inference_mode`; inputs must be cloned inside this context to leave inference mode."""
-    with torch.inference_mode(False), torch.enable_grad():
-        yield
 
 
 def _attribute(

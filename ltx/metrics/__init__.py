@@ -6,7 +6,8 @@ Perturbation metrics (`pos`, `neg`, `ins`, `del`, `ins_rise`, `del_rise`, and RO
 `road_morf_acc`, `road_lerf_acc`, `road_morf_prob`, `road_lerf_prob`) need the model and
 ignore `gt_masks`; localization metrics (`pointing_game`, `energy_pointing_game`, `gt_auroc`)
 need `gt_masks` and ignore the model, the images and the labels. Each class carries `name`,
-`higher_is_better` and a one-line `description`.
+`higher_is_better` and a one-line `description`. A `PerturbationSuite` updates several metrics
+together, with one set of forward passes for the perturbation metrics that perturb alike.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ltx.metrics.road import (
     ROADMoRFAccuracy,
     ROADMoRFProbability,
 )
+from ltx.metrics.suite import PerturbationSuite
 
 METRICS: dict[str, type[Metric]] = {
     **PERTURBATION_METRICS,
@@ -68,6 +70,7 @@ __all__ = [
     "NegativePerturbation",
     "PaperCurve",
     "PerturbationCurve",
+    "PerturbationSuite",
     "PointingGame",
     "PositivePerturbation",
     "RISECurve",

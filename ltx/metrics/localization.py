@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from ltx.metrics.perturbation import as_maps
+from ltx.models.explainer import upsample_to_image
 
 
 class LocalizationMetric(Metric):
@@ -51,7 +51,7 @@ class LocalizationMetric(Metric):
             raise ValueError(f"gt_masks must be (B, H, W) or (B, 1, H, W) matching saliency's batch, got "
                              f"{tuple(gt_masks.shape)} for saliency {tuple(saliency.shape)}")
         masks = masks.to(saliency.device) > 0
-        maps = as_maps(saliency, tuple(masks.shape[-2:])).double()
+        maps = upsample_to_image(saliency, tuple(masks.shape[-2:]), dtype=torch.float64).double()
         keep = self.scorable(masks)
         values = self.scores(maps[keep], masks[keep])
         self.total = self.total + values.sum().to(self.total.device)

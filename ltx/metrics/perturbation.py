@@ -2,8 +2,11 @@
 
 All metrics share one engine (`PerturbationCurve`): a map is turned into per-pixel ranks once,
 and every (image, step) input of a batch is built as `where(rank < k_step, finish, start)` and
-sent through the model in chunks of `chunk_size` images. A subclass only says which order to
-use, what "start" and "finish" are, how many pixels each step changes and how a step is scored.
+sent through the model in chunks of `chunk_size` images (a run). A subclass only says which order
+to use, what "start" and "finish" are, how many pixels each step changes and how a step is scored.
+Metrics whose runs would be the same (their `plan`: POS and DEL, NEG and INS, a ROAD order's
+accuracy and probability) share one when evaluated together (`ltx.metrics.suite.PerturbationSuite`);
+a metric used alone makes its own.
 
 - `pos`, `neg`, `ins`, `del` (`PaperCurve`): the LTX paper suite, exactly as PROTOCOLS.md
   ("Evaluation: POS / NEG" and "INS / DEL") describes it.
@@ -19,10 +22,8 @@ inputs are moved there, so CPU batches can be scored by a GPU model.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from fractions import Fraction
 from itertools import pairwise
 from typing import Any, ClassVar
@@ -32,24 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-CLASS_MODES = ("predicted", "target")
+from ltx.models.explainer import upsample_to_image
+
 PAPER_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-def as_maps(saliency: Tensor, size: tuple[int, int]) -> Tensor:
-    """Saliency (B, h, w) or (B, 1, h, w) of any dtype as (B, H, W) maps at `size`.
-
-    Maps at another size are resized bilinearly (align_corners=False, as the explainers
-    upsample) in float64, so that float32 inputs keep their exact values and ranking.
-    """
-    if saliency.dim() == 4 and saliency.shape[1] == 1:
-        saliency = saliency[:, 0]
-    if saliency.dim() != 3:
-        raise ValueError(f"saliency must be (B, H, W) or (B, 1, H, W), got shape {tuple(saliency.shape)}")
-    if tuple(saliency.shape[-2:]) != tuple(size):
-        saliency = F.interpolate(saliency[:, None].double(), size=size, mode="bilinear", align_corners=False)
-        saliency = saliency[:, 0]
-    return saliency
 
 
 def saliency_ranks(saliency: Tensor, size: tuple[int, int], *, descending: bool) -> Tensor:
@@ -60,7 +46,7 @@ def saliency_ranks(saliency: Tensor, size: tuple[int, int], *, descending: bool)
     put higher indices first). Only the ranking of the values matters, so any dtype and any
     monotone rescaling of a map give the same ranks (bool maps are ranked as 0/1).
     """
-    flat = as_maps(saliency, size).flatten(1)
+    flat = upsample_to_image(saliency, size, dtype=torch.float64).flatten(1)
     if flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
     order = torch.sort(flat, dim=1, descending=descending, stable=True).indices
@@ -68,48 +54,13 @@ def saliency_ranks(saliency: Tensor, size: tuple[int, int], *, descending: bool)
     return torch.empty_like(order, dtype=torch.int32).scatter_(1, order, positions)
 
 
-def _check_batch(images: Tensor, saliency: Tensor, labels: Tensor) -> None:
+def check_batch(images: Tensor, saliency: Tensor, labels: Tensor) -> None:
+    """Images (B, C, H, W), saliency with batch size B, labels (B,), or a ValueError."""
     if images.dim() != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
     if saliency.shape[0] != images.shape[0] or labels.shape != (images.shape[0],):
         raise ValueError(f"batch sizes differ: images {tuple(images.shape)}, "
                          f"saliency {tuple(saliency.shape)}, labels {tuple(labels.shape)}")
-
-
-@dataclass(frozen=True)
-class _Run:
-    """One batch's perturbation outputs, with weak references to what they were computed from:
-    they match only the same model (unchanged weights), images and saliency tensors (unchanged
-    in place) perturbed by the same plan (order, steps, endpoints, inputs, settings)."""
-
-    model: weakref.ref
-    images: weakref.ref
-    saliency: weakref.ref
-    versions: tuple[int, ...]
-    plan: tuple
-    logits: Tensor
-
-    @staticmethod
-    def _versions(model: nn.Module, images: Tensor, saliency: Tensor) -> tuple[int, ...] | None:
-        """In-place version counters of the inputs and weights (None: an inference tensor has none)."""
-        tensors = (images, saliency, *model.parameters())
-        return None if any(t.is_inference() for t in tensors) else tuple(t._version for t in tensors)
-
-    @classmethod
-    def of(cls, model: nn.Module, images: Tensor, saliency: Tensor, plan: tuple,
-           logits: Tensor) -> _Run | None:
-        versions = cls._versions(model, images, saliency)
-        if versions is None:
-            return None
-        return cls(weakref.ref(model), weakref.ref(images), weakref.ref(saliency), versions, plan, logits)
-
-    def alive(self) -> bool:
-        """Whether the model, images and saliency it was computed from still exist."""
-        return all(ref() is not None for ref in (self.model, self.images, self.saliency))
-
-    def matches(self, model: nn.Module, images: Tensor, saliency: Tensor, plan: tuple) -> bool:
-        return (self.model() is model and self.images() is images and self.saliency() is saliency
-                and self.plan == plan and self.versions == self._versions(model, images, saliency))
 
 
 class PerturbationCurve(Metric):
@@ -140,22 +91,14 @@ class PerturbationCurve(Metric):
     validity_required: ClassVar[bool] = True
     is_differentiable = False
     full_state_update = False
-    #: the latest runs' outputs (one per plan, most recent last), reused by any metric with the
-    #: same inputs and plan: POS/DEL and NEG/INS share runs in any metric order
-    _recent_runs: ClassVar[list[_Run]] = []
-    #: how many runs `_recent_runs` keeps (a suite has a few plans: 2 orders × 2 removals)
-    _max_recent_runs: ClassVar[int] = 8
 
-    def __init__(self, model: nn.Module, *, class_mode: str = "predicted", chunk_size: int = 256,
-                 num_points: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, model: nn.Module, *, chunk_size: int = 256, num_points: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if class_mode not in CLASS_MODES:
-            raise ValueError(f"unknown class_mode {class_mode!r}: choose one of {CLASS_MODES}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         # Held outside nn.Module's registry: the metric must not own (move, save, count) f.
         object.__setattr__(self, "_model", model)
-        self.class_mode = class_mode
         self.chunk_size = chunk_size
         # A scalar 0 broadcasts to the first curve when the number of points depends on H·W.
         curve = torch.zeros((num_points,) if num_points else (), dtype=torch.float64)
@@ -188,9 +131,15 @@ class PerturbationCurve(Metric):
         return labels
 
     def run_settings(self) -> tuple:
-        """The instance settings that change the perturbed inputs (none here): part of the plan
-        under which runs are shared, with the order, the steps and the endpoint/input methods."""
+        """The instance settings that change the perturbed inputs (none here): part of `plan`."""
         return ()
+
+    def plan(self, height: int, width: int) -> tuple:
+        """What decides this metric's run on images H × W: the model, the order, the steps, the
+        endpoint and input methods, `run_settings()` and the chunk size (a float forward may round
+        differently by batch size). Metrics with equal plans make the same run of a batch."""
+        return (self.model, self.descending, tuple(self.schedule(height, width).tolist()),
+                type(self).endpoints, type(self).perturbed_inputs, self.run_settings(), self.chunk_size)
 
     # --- the engine --------------------------------------------------------------------------------
 
@@ -209,40 +158,15 @@ class PerturbationCurve(Metric):
         return images.device if tensor is None else tensor.device
 
     @torch.inference_mode()
-    def _curves(self, images: Tensor, saliency: Tensor, labels: Tensor) -> Tensor:
-        _check_batch(images, saliency, labels)
-        logits = self._logits(images, saliency)
-        batch, steps = images.shape[0], logits.shape[0] // images.shape[0]
-        classes = self.scored_classes(images.to(logits.device), labels.to(logits.device))
-        return self._score(logits, classes.repeat_interleave(steps)).view(batch, steps)
-
-    def _logits(self, images: Tensor, saliency: Tensor) -> Tensor:
-        """The model's outputs (B·S, C) on every (image, step) input, image-major. Metrics that
-        perturb the same pixels of the same batch the same way (POS and DEL; NEG and INS; a ROAD
-        order's accuracy and probability) share one run."""
-        height, width = images.shape[-2:]
-        counts = self.schedule(height, width)
-        plan = (self.descending, tuple(counts.tolist()), type(self).endpoints, type(self).perturbed_inputs,
-                self.run_settings())
-        runs = PerturbationCurve._recent_runs
-        runs[:] = [run for run in runs if run.alive()]
-        for run in runs:
-            if run.matches(self.model, images, saliency, plan):
-                return run.logits
-        logits = self._perturbed_logits(images, saliency, counts)
-        run = _Run.of(self.model, images, saliency, plan, logits)
-        if run is not None:
-            runs[:] = [r for r in runs if r.plan != plan][-(self._max_recent_runs - 1):] + [run]
-        return logits
-
-    def _perturbed_logits(self, images: Tensor, saliency: Tensor, counts: Tensor) -> Tensor:
-        """`_logits` without the shared run: every (image, step) input built and run, in chunks."""
+    def perturbed_logits(self, images: Tensor, saliency: Tensor) -> Tensor:
+        """This metric's run: the model's outputs (B·S, C) on every (image, step) input of the
+        batch, image-major, built and sent through the model in chunks."""
         height, width = images.shape[-2:]
         device = self._model_device(images)
         images = images.to(device)
         batch = images.shape[0]
         ranks = saliency_ranks(saliency.to(device), (height, width), descending=self.descending)
-        counts = counts.to(device, torch.int32)
+        counts = self.schedule(height, width).to(device, torch.int32)
         steps = counts.numel()
         start, finish = self.endpoints(images)
         # All (image, step) jobs, image-major, as flat per-job vectors sliced chunk by chunk: one
@@ -257,6 +181,13 @@ class PerturbationCurve(Metric):
             outputs.append(self.model(self.perturbed_inputs(start, finish, image, perturbed)))
         return torch.cat(outputs)
 
+    @torch.inference_mode()
+    def score_run(self, images: Tensor, labels: Tensor, logits: Tensor) -> Tensor:
+        """Per-image curves (B, S) from a run's outputs (`perturbed_logits` under this metric's plan)."""
+        batch, steps = images.shape[0], logits.shape[0] // images.shape[0]
+        classes = self.scored_classes(images.to(logits.device), labels.to(logits.device))
+        return self._score(logits, classes.repeat_interleave(steps)).view(batch, steps)
+
     def perturbed_inputs(self, start: Tensor, finish: Tensor, image: Tensor, perturbed: Tensor) -> Tensor:
         """The inputs (n, C, H, W) of n jobs: job j is image `image[j]` of the batch with its
         `perturbed[j]` pixels (n, 1, H, W) bool showing `finish` and the others `start`."""
@@ -265,8 +196,10 @@ class PerturbationCurve(Metric):
         return inputs
 
     def curves(self, images: Tensor, saliency: Tensor, labels: Tensor) -> Tensor:
-        """Per-image curves (B, S): the score at every step. Inputs are not modified."""
-        return self._curves(images, saliency, labels).clone()
+        """Per-image curves (B, S): the score at every step, from this metric's own run (an
+        ordinary tensor outside inference mode). Inputs are not modified."""
+        check_batch(images, saliency, labels)
+        return self.score_run(images, labels, self.perturbed_logits(images, saliency)).clone()
 
     def auc(self, curves: Tensor) -> Tensor:
         """Per-image AUCs of curves (B, S) from the same images' size."""
@@ -331,20 +264,19 @@ class PaperCurve(PerturbationCurve):
 
     k is computed exactly: r is read as the decimal it prints as (0.3 is 3/10, not
     0.29999…), so k = (numerator · H · W) // denominator; for the paper's r = i/10 that is
-    k = (i · H · W) // 10. Scores always use the ground-truth label (`labels`); `class_mode`
-    only records which class the maps explain.
+    k = (i · H · W) // 10. Scores always use the ground-truth label (`labels`), whichever class
+    the maps explain.
     """
 
     auc_scale = 100.0
 
-    def __init__(self, model: nn.Module, *, class_mode: str = "predicted",
-                 fractions: Sequence[float] | None = None, chunk_size: int = 256, **kwargs: Any) -> None:
+    def __init__(self, model: nn.Module, *, fractions: Sequence[float] | None = None, chunk_size: int = 256,
+                 **kwargs: Any) -> None:
         fractions = tuple(float(r) for r in (PAPER_FRACTIONS if fractions is None else fractions))
         increasing = all(a < b for a, b in pairwise(fractions))
         if not fractions or not increasing or not 0.0 <= fractions[0] <= fractions[-1] <= 1.0:
             raise ValueError(f"fractions must be increasing values in [0, 1], got {fractions}")
-        super().__init__(model, class_mode=class_mode, chunk_size=chunk_size, num_points=len(fractions),
-                         **kwargs)
+        super().__init__(model, chunk_size=chunk_size, num_points=len(fractions), **kwargs)
         self.fractions = fractions
         self._exact = [Fraction(str(r)) for r in fractions]
 
@@ -433,14 +365,13 @@ class RISECurve(PerturbationCurve):
     descending = True
     score = "prob"
 
-    def __init__(self, model: nn.Module, *, class_mode: str = "predicted", step: int = 224,
-                 chunk_size: int = 256, **kwargs: Any) -> None:
+    def __init__(self, model: nn.Module, *, step: int = 224, chunk_size: int = 256, **kwargs: Any) -> None:
         if step < 1:
             raise ValueError(f"step must be >= 1, got {step}")
         if not isinstance(getattr(model, "mean", None), Tensor):
             raise ValueError(f"{type(self).__name__} needs the model's normalisation mean as `model.mean`, "
                              "a (1, 3, 1, 1) tensor: 0 in normalised space is that pixel value")
-        super().__init__(model, class_mode=class_mode, chunk_size=chunk_size, **kwargs)
+        super().__init__(model, chunk_size=chunk_size, **kwargs)
         self.step = step
 
     def schedule(self, height: int, width: int) -> Tensor:

@@ -56,8 +56,8 @@ and both orders of an image share that field (common random numbers: differences
 and between maps are not noise).
 
 **Cost.** Per image and order: S = 10 forwards (the 9 with r > 0 after an imputation), as POS;
-the `_acc` and `_prob` metrics of one order share them (the engine's shared runs, as POS and DEL),
-never with the black-pixel metrics.
+the `_acc` and `_prob` metrics of one order share them when evaluated together (in a
+`PerturbationSuite`, as POS and DEL), never with the black-pixel metrics.
 Memory per chunk: about 8 float64 tensors of chunk_size × C × H × W (0.3 GB each at 224×224 and
 chunk_size 256): lower `chunk_size` on small devices.
 """
@@ -219,7 +219,8 @@ class ROADCurve(PaperCurve):
 
     `noise`: std of the Gaussian noise on imputed pixels, in [0, 1] pixel units (0 turns it
     off); `seed`: mixed into every image's noise seed; `tol`, `max_iter`: the solver's (see the
-    module). The accuracy and probability metrics of one order share their runs (as POS and DEL).
+    module). The accuracy and probability metrics of one order share their runs in a
+`PerturbationSuite` (as POS and DEL).
 
     LeRF's benchmark-validity check is shown, not required (ltx.metrics.validity): imputation is
     built to make random removal nearly harmless, so random maps' LeRF sits close to the clean
@@ -227,12 +228,12 @@ class ROADCurve(PaperCurve):
     margin over random would measure that ceiling, not whether removal leaks the evidence.
     """
 
-    def __init__(self, model: nn.Module, *, class_mode: str = "predicted",
-                 fractions: Sequence[float] | None = None, chunk_size: int = 256, noise: float = 0.01,
-                 seed: int = 0, tol: float = 1e-6, max_iter: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, model: nn.Module, *, fractions: Sequence[float] | None = None, chunk_size: int = 256,
+                 noise: float = 0.01, seed: int = 0, tol: float = 1e-6, max_iter: int | None = None,
+                 **kwargs: Any) -> None:
         if noise < 0 or tol <= 0:
             raise ValueError(f"noise must be >= 0 and tol > 0, got noise={noise}, tol={tol}")
-        super().__init__(model, class_mode=class_mode, fractions=fractions, chunk_size=chunk_size, **kwargs)
+        super().__init__(model, fractions=fractions, chunk_size=chunk_size, **kwargs)
         self.noise = float(noise)
         self.seed = seed
         self.tol = tol

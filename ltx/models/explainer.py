@@ -8,6 +8,7 @@ The explainer's trunk (`Explainer.trunk`: a copy of the explained model without 
 read through timm's uniform `forward_features`, so any timm ViT or CNN works. Both keep the trunk's
 BatchNorm layers (a CNN's, a ViT's conv stem) in eval mode by default. (The trunk was called
 `backbone` before; explainer files with `backbone.*` keys still load, see `Explainer`.)
+`upsample_to_image` brings any method's coarse maps to image size, as the explainers do.
 """
 
 from __future__ import annotations
@@ -164,3 +165,21 @@ def build_explainer(explained: ExplainedModel, *, init: str = "explained", head_
         explainer = CNNExplainer(trunk, explained.mean, explained.std, decoder=decoder,
                                  decoder_width=decoder_width, freeze_norm=freeze_norm)
     return explainer.train()
+
+
+def upsample_to_image(maps: torch.Tensor, size: tuple[int, int], *,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, h, w) or (B, 1, h, w) maps → (B, H, W): coarse maps (patches, CAMs) to image size.
+
+    Bilinear (align_corners=False) in `dtype` where the size differs; maps already at `size` keep
+    their values and dtype. The metrics resize in float64, so float32 maps keep their exact
+    values and ranking.
+    """
+    if maps.dim() == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    if maps.dim() != 3:
+        raise ValueError(f"saliency maps must be (B, H, W) or (B, 1, H, W), got shape {tuple(maps.shape)}")
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = maps[:, None].to(dtype)
+        maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[:, 0]
+    return maps

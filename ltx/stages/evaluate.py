@@ -20,6 +20,7 @@ from torchmetrics import Metric
 from ltx.data import instance_ids
 from ltx.metrics import METRICS, create_metric
 from ltx.metrics.perturbation import PerturbationCurve
+from ltx.metrics.suite import PerturbationSuite
 from ltx.metrics.validity import benchmark_validity, describe, faithfulness_rows
 from ltx.models.explained import ExplainedModel
 from ltx.progress import track
@@ -114,25 +115,20 @@ def update_batch(metrics: dict[str, Metric], scored: ScoredCurves, indices: list
     """Update `metrics` with one batch (instances `indices`), as `metric.update` on all of it would.
 
     Perturbation curves come from `scored` for the images whose map every perturbation metric has
-    scored before; the others are scored and their curves added to `scored`. Each metric gets the
-    batch's curves in batch order, so sums and per-image order are those of a full evaluation.
+    scored before; the others are scored together (a `PerturbationSuite`: POS and DEL, NEG and INS,
+    a ROAD order's two share forward passes) and their curves added to `scored`. Each metric gets
+    the batch's curves in batch order, so sums and per-image order are those of a full evaluation.
     Localization metrics (cheap) always compute. Returns how many images were reused."""
-    curve_metrics = {name: m for name, m in metrics.items() if isinstance(m, PerturbationCurve)}
+    suite = PerturbationSuite(metrics)
     keys = [(index, map_digest(saliency)) for index, saliency in zip(indices, maps)]
-    new = torch.tensor([not curve_metrics or any((name, *k) not in scored for name in curve_metrics)
-                        for k in keys])
-    if curve_metrics and new.any():
-        # the same tensors for every metric: POS and DEL (NEG and INS, a ROAD order's two) then
-        # share forward passes
-        subset = images[new], maps[new], labels[new]
+    names = suite.curve_metrics
+    new = torch.tensor([not names or any((name, *k) not in scored for name in names) for k in keys])
+    if names and new.any():
         fresh = [k for k, is_new in zip(keys, new.tolist()) if is_new]
-        for name, metric in curve_metrics.items():
-            scored.update({(name, *k): curve for k, curve in zip(fresh, metric.curves(*subset))})
-    for name, metric in metrics.items():
-        if name in curve_metrics:
-            metric.update_curves(torch.stack([scored[(name, *k)] for k in keys]))
-        else:
-            metric.update(images, maps, labels, gt_masks=masks)
+        for name, curves in suite.curves(images[new], maps[new], labels[new]).items():
+            scored.update({(name, *k): curve for k, curve in zip(fresh, curves)})
+    curves = {name: torch.stack([scored[(name, *k)] for k in keys]) for name in names}
+    suite.update(images, maps, labels, gt_masks=masks, curves=curves)
     return len(keys) - int(new.sum())
 
 

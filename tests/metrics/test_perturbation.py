@@ -419,8 +419,6 @@ def test_metric_does_not_own_the_model(data: Data) -> None:
 
 def test_bad_inputs_are_rejected(data: Data) -> None:
     model, images, maps, labels = data
-    with pytest.raises(ValueError, match="class_mode"):
-        PositivePerturbation(model, class_mode="top1")
     with pytest.raises(ValueError, match="fractions"):
         PositivePerturbation(model, fractions=[0.5, 0.1])
     with pytest.raises(ValueError, match="saliency"):
@@ -448,7 +446,7 @@ def test_registry_builds_every_metric_by_name(data: Data) -> None:
         assert isinstance(cls.higher_is_better, bool) and cls.description
     assert [METRICS[n].higher_is_better for n in ("pos", "neg", "ins", "del", "ins_rise", "del_rise")] == [
         False, True, True, False, True, False]
-    assert create_metric("pos", model, class_mode="target").class_mode == "target"
+    assert create_metric("pos", model, chunk_size=7).chunk_size == 7
 
 
 def test_registry_rejects_unknown_names_and_missing_models() -> None:
@@ -456,63 +454,3 @@ def test_registry_rejects_unknown_names_and_missing_models() -> None:
         create_metric("insertion")
     with pytest.raises(ValueError, match="model"):
         create_metric("pos")
-
-
-# --- shared forward passes --------------------------------------------------------------------------
-
-class CountingModel(nn.Module):
-    """A linear classifier that counts the images it is run on."""
-
-    def __init__(self, size: int = 8, classes: int = 5) -> None:
-        super().__init__()
-        self.linear = nn.Linear(3 * size * size, classes)
-        self.images_seen = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.images_seen += x.shape[0]
-        return self.linear(x.flatten(1))
-
-
-def _suite(model: nn.Module, images: torch.Tensor, saliency: torch.Tensor, labels: torch.Tensor,
-           names: tuple[str, ...] = ("pos", "del", "neg", "ins")) -> dict[str, float]:
-    values = {}
-    for name in names:
-        metric = create_metric(name, model)
-        metric.update(images, saliency, labels)
-        values[name] = float(metric.compute())
-    return values
-
-
-@pytest.mark.parametrize("order", [("pos", "del", "neg", "ins"), ("pos", "neg", "ins", "del")])
-def test_pos_del_and_neg_ins_share_one_run_per_order_with_identical_values(order) -> None:
-    torch.manual_seed(0)
-    images, saliency, labels = torch.rand(4, 3, 8, 8), torch.rand(4, 8, 8), torch.randint(0, 5, (4,))
-    shared = CountingModel()
-    values = _suite(shared, images, saliency, labels, order)
-    assert shared.images_seen == 2 * 4 * 10  # one run per order (POS/DEL, NEG/INS), 10 steps
-
-    alone = CountingModel()
-    alone.load_state_dict(shared.state_dict())
-    separate = {name: _suite(alone, images.clone(), saliency.clone(), labels, (name,))[name]
-                for name in values}
-    assert alone.images_seen == 4 * 4 * 10  # new tensors each time: nothing shared
-    assert separate == values
-
-
-def test_a_changed_input_or_weight_is_not_served_from_the_shared_run() -> None:
-    torch.manual_seed(0)
-    images, saliency, labels = torch.rand(4, 3, 8, 8), torch.rand(4, 8, 8), torch.randint(0, 5, (4,))
-    model = CountingModel()
-    before = _suite(model, images, saliency, labels, ("pos",))["pos"]
-    saliency.neg_()  # in place: same tensor, other order
-    flipped = _suite(model, images, saliency, labels, ("del",))
-    with torch.no_grad():
-        model.linear.weight.mul_(-1)  # in place: same model, other weights
-    _suite(model, images, saliency, labels, ("pos",))
-    assert model.images_seen == 3 * 4 * 10
-    fresh = CountingModel()
-    fresh.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})
-    with torch.no_grad():
-        fresh.linear.weight.mul_(-1)
-    assert flipped == _suite(fresh, images.clone(), saliency.clone(), labels, ("del",))
-    assert math.isfinite(before)
