@@ -11,7 +11,8 @@ from ltx.masking import Masking
 from ltx.methods.ltx import LTX
 from tests.helpers import CONF_DIR, compose_config
 
-GROUPS = ["backbone", "data", "explainer", "masking", "loss", "method", "eval", "trainer", "logger", "experiment"]
+GROUPS = ["backbone", "data", "explainer", "masking", "loss", "method", "pretrain", "callbacks", "finetune", "eval",
+          "trainer", "logger", "experiment"]
 
 
 def options(group: str) -> list[str]:
@@ -60,6 +61,47 @@ def test_every_ltx_variant_reads_how_finetuning_runs_from_one_place():
     with pytest.raises(ValueError, match="method.ltx.precision=bf16 reaches ltx only.*finetune.precision=bf16"):
         check_config(compose_config(["method=[ltx,ltx_sel]", "method.ltx.precision=bf16"]))
     check_config(compose_config(["method=[ltx,gradcam]", "method.ltx.precision=bf16"]))  # nothing left out
+
+
+def test_pretraining_module_optimiser_and_callbacks_come_from_the_config(tmp_path):
+    """As in lightning-hydra-template: the module and its optimiser from `pretrain.module`, the
+    trainer's callbacks from the `callbacks` group, each swappable from the command line."""
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from ltx.lit.pretrain import PretrainModule
+    from ltx.masking import ConstantBaseline
+    from ltx.models.explainer import build_explainer
+    from ltx.stages.checks import check_config
+    from ltx.stages.pretrain import pretrain_callbacks, pretrain_module
+    from tests.helpers import tiny_explained
+
+    explained = tiny_explained("ltx_shapes_resnet")
+
+    def optimiser(overrides: list[str]) -> torch.optim.Optimizer:
+        module = pretrain_module(compose_config(overrides), explained, build_explainer(explained), ConstantBaseline(),
+                                 LTXLoss(), "predicted", validate=False)
+        assert isinstance(module, PretrainModule)
+        return module.make_optimizer([torch.nn.Parameter(torch.zeros(1))])
+
+    adamw = optimiser(["pretrain.lr=0.01"])
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 0.01
+    assert adamw.defaults["weight_decay"] == 0.01
+    sgd = ["pretrain.module.optimizer._target_=torch.optim.SGD", "~pretrain.module.optimizer.weight_decay"]
+    assert isinstance(optimiser(sgd), torch.optim.SGD)
+
+    callbacks = pretrain_callbacks(compose_config(), tmp_path)
+    assert list(callbacks) == ["best", "last", "early_stopping"]
+    assert all(Path(c.dirpath) == tmp_path for c in callbacks.values() if isinstance(c, ModelCheckpoint))
+    assert callbacks["best"].monitor == "val/pos" and isinstance(callbacks["early_stopping"], EarlyStopping)
+    assert callbacks["early_stopping"].patience == 1
+    assert "early_stopping" not in pretrain_callbacks(compose_config(["pretrain.patience=null"]), tmp_path)
+    extra = "+callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor"
+    assert "lr_monitor" in pretrain_callbacks(compose_config([extra]), tmp_path)
+    with pytest.raises(ValueError, match="callbacks.best must be a ModelCheckpoint"):
+        check_config(compose_config(["callbacks.best._target_=lightning.pytorch.callbacks.LearningRateMonitor",
+                                     "~callbacks.best.monitor", "~callbacks.best.mode", "~callbacks.best.save_top_k",
+                                     "~callbacks.best.filename"]))
 
 
 def test_the_default_is_the_textures_data_and_the_shapes_data_stays_an_option():

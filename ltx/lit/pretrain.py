@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from functools import partial
+
 import lightning as L
 import torch
 
@@ -11,19 +14,27 @@ from ltx.masking import Masking
 from ltx.models.explained import ExplainedModel
 from ltx.models.explainer import Explainer
 
+#: the paper's pretraining optimiser (the run's: `pretrain.module.optimizer`, conf/pretrain/default.yaml)
+PAPER_OPTIMIZER = partial(torch.optim.AdamW, lr=2e-3, weight_decay=0.01)
+
 
 class PretrainModule(L.LightningModule):
     """Trains one explainer for one class mode with the LTX loss; f stays frozen.
 
     Validation logs the loss and, when a POS metric is given, the paper's checkpoint criterion
-    (lowest POS AUC on the validation subset).
+    (lowest POS AUC on the validation subset). `optimizer` makes the optimiser from the trainable
+    parameters (the paper's AdamW 2e-3 by default; a run's comes from `pretrain.module.optimizer`);
+    its learning rate warms up linearly over `warmup_fraction` of the steps, then decays to 0.
     """
 
     def __init__(self, explained: ExplainedModel, explainer: Explainer, masking: Masking, loss: LTXLoss, *,
-                 class_mode: str = "predicted", lr: float = 2e-3, weight_decay: float = 0.01,
+                 class_mode: str = "predicted",
+                 optimizer: Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer] = PAPER_OPTIMIZER,
                  warmup_fraction: float = 0.2, val_pos=None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["explained", "explainer", "masking", "loss", "val_pos"], logger=False)
+        self.save_hyperparameters(ignore=["explained", "explainer", "masking", "loss", "optimizer", "val_pos"],
+                                  logger=False)
+        self.make_optimizer = optimizer
         self.explained = explained
         self.explainer = explainer
         self.masking = masking
@@ -54,7 +65,7 @@ class PretrainModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in [*self.explainer.parameters(), *self.masking.parameters()] if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = self.make_optimizer(params)
         sched = warmup_linear_decay(opt, self.trainer.estimated_stepping_batches, self.hparams.warmup_fraction)
         return [opt], [{"scheduler": sched, "interval": "step"}]
 

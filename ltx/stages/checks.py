@@ -5,6 +5,7 @@ reach every LTX variant, an `optimized_metric` the run does not make)."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -12,15 +13,16 @@ from omegaconf import DictConfig, OmegaConf
 from ltx.metrics import METRICS
 from ltx.metrics.perturbation import PerturbationCurve
 from ltx.metrics.validity import FAITHFULNESS
+from ltx.stages.pretrain import pretrain_callbacks
 from ltx.store import metric_key_parts
 
 log = logging.getLogger(__name__)
 
 
 def check_config(cfg: DictConfig) -> None:
-    """What the stages cannot check before hours of work: the loss and masking settings (built once,
-    cheaply, so a bad value fails now), `pretrain.explainer_from` is a backbone of the run, and
-    `optimized_metric` names a result the run makes."""
+    """What the stages cannot check before hours of work: the loss, masking and callback settings
+    (built once, cheaply, so a bad value fails now), `pretrain.explainer_from` is a backbone of the
+    run, and `optimized_metric` names a result the run makes."""
     instantiate(cfg.loss), instantiate(cfg.masking)
     check_ground_truth(cfg)
     for name, conf in cfg.method.items():
@@ -31,6 +33,7 @@ def check_config(cfg: DictConfig) -> None:
     if patience is not None and (not isinstance(patience, int) or patience < 1):
         raise ValueError(f"pretrain.patience={patience}: give a number of epochs >= 1, or null to train "
                          f"every epoch (the paper).")
+    pretrain_callbacks(cfg, Path("checkpoints"))  # built once: a bad entry fails now
     source = cfg.pretrain.get("explainer_from")
     if source is not None and source not in cfg.backbone:
         raise ValueError(f"pretrain.explainer_from={source} is not a backbone of this run: choose one of "

@@ -1,9 +1,10 @@
 """Stage 2, explainer pretraining: one explainer per backbone and class mode, trained with the LTX
 loss on `pretrain.num_train` images (paper: 2,000), the best epoch by `pretrain.monitor` kept.
 
-`pretrain_module` is the one place where the `pretrain` settings become a `PretrainModule` (its
-optimiser and warm-up/decay schedule are the module's own): the run's stage and `ltx explain`
-(which counts steps instead of epochs) both build it here.
+The module and its optimiser come from `pretrain.module` (conf/pretrain/), the trainer's callbacks
+from the `callbacks` group (conf/callbacks/), as in lightning-hydra-template. `pretrain_module` is
+the one place where they are built: the run's stage and `ltx explain` (which counts steps instead
+of epochs) both build their module there.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig
 from safetensors.torch import load_file
 
@@ -51,12 +52,29 @@ def new_explainer(cfg: DictConfig, explained: ExplainedModel) -> tuple[Explainer
 
 def pretrain_module(cfg: DictConfig, explained: ExplainedModel, explainer: Explainer, masking: Masking,
                     loss: LTXLoss, class_mode: str, *, validate: bool) -> PretrainModule:
-    """The `pretrain` settings as a PretrainModule; `validate`: with the POS checkpoint criterion
-    when `pretrain.monitor` is val/pos."""
-    p = cfg.pretrain
-    val_pos = create_metric("pos", explained) if validate and p.monitor == "val/pos" else None
-    return PretrainModule(explained, explainer, masking, loss, class_mode=class_mode, lr=p.lr,
-                          weight_decay=p.weight_decay, warmup_fraction=p.warmup_fraction, val_pos=val_pos).train()
+    """`pretrain.module` for this explainer; `validate`: with the POS checkpoint criterion when
+    `pretrain.monitor` is val/pos."""
+    val_pos = create_metric("pos", explained) if validate and cfg.pretrain.monitor == "val/pos" else None
+    module = instantiate(cfg.pretrain.module)(explained, explainer, masking, loss, class_mode=class_mode,
+                                              val_pos=val_pos)
+    return module.train()
+
+
+def pretrain_callbacks(cfg: DictConfig, ckpt_dir: Path) -> dict[str, Callback]:
+    """The `callbacks` group's callbacks, checkpoints written to `ckpt_dir`; early stopping only with
+    `pretrain.patience`."""
+    callbacks = {}
+    for name, conf in cfg.callbacks.items():
+        if name == "early_stopping" and cfg.pretrain.get("patience") is None:
+            continue
+        target = get_class(conf._target_)
+        callbacks[name] = instantiate(conf, dirpath=str(ckpt_dir)) if issubclass(target, ModelCheckpoint) \
+            else instantiate(conf)
+    missing = [name for name in ("best", "last") if not isinstance(callbacks.get(name), ModelCheckpoint)]
+    if missing:
+        raise ValueError(f"callbacks.{missing[0]} must be a ModelCheckpoint: pretraining keeps the best "
+                         "checkpoint and resumes from the last (conf/callbacks/default.yaml).")
+    return callbacks
 
 
 def pretrain_explainer(cfg: DictConfig, run_dir: Path, name: str, explained: ExplainedModel,
@@ -68,7 +86,7 @@ def pretrain_explainer(cfg: DictConfig, run_dir: Path, name: str, explained: Exp
     explainer, masking, holder = new_explainer(cfg, explained)
     path = run_dir / "explainers" / name / f"{class_mode}.safetensors"
     ckpt_dir = run_dir / "checkpoints" / name / class_mode
-    last = ckpt_dir / "last.ckpt"
+    last = ckpt_dir / f"{cfg.callbacks.last.filename}.ckpt"
     saved, resumable = rank_zero_view((path.is_file(), last.is_file()))
     if saved:
         log.info("explainer %s/%s: reusing %s", name, class_mode, path)
@@ -85,20 +103,15 @@ def pretrain_explainer(cfg: DictConfig, run_dir: Path, name: str, explained: Exp
                               per_class=per_class, seed=cfg.seed)
         val = seeded_subset(datamodule.val_set, num_samples=None if per_class else p.num_val,
                             per_class=per_class, seed=cfg.seed)
-        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=p.monitor, mode="min", save_top_k=1, filename="best")
-        # every epoch, to resume from (`save_last` writes only when the best improves)
-        latest = ModelCheckpoint(dirpath=ckpt_dir, filename=last.stem, enable_version_counter=False)
         # the schedule stays that of p.epochs, so stopping early keeps exactly the checkpoint a full
         # run keeps unless a later epoch would have beaten it
-        callbacks = [checkpoint, latest]
-        if p.get("patience") is not None:
-            callbacks.append(EarlyStopping(monitor=p.monitor, mode="min", patience=p.patience, verbose=True))
-        trainer = make_trainer(cfg, max_epochs=p.epochs, callbacks=callbacks, enable_checkpointing=True,
-                               logger=make_loggers(cfg, f"pretrain-{name}-{class_mode}"))
+        callbacks = pretrain_callbacks(cfg, ckpt_dir)
+        trainer = make_trainer(cfg, max_epochs=p.epochs, callbacks=list(callbacks.values()),
+                               enable_checkpointing=True, logger=make_loggers(cfg, f"pretrain-{name}-{class_mode}"))
         with expected_lightning_warnings():
             trainer.fit(module, train_loader(cfg, trainer, train, p.batch_size, seed),
                         loader(cfg, val, p.batch_size), ckpt_path=str(last) if resumable else None)
-        best = rank_zero_view(checkpoint.best_model_path or str(last))
+        best = rank_zero_view(callbacks["best"].best_model_path or str(last))
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"],
                                strict=False)
         log.info("explainer %s/%s: best epoch by %s from %s", name, class_mode, p.monitor, best)
