@@ -22,7 +22,8 @@ from ltx.store import save_tensors
 log = logging.getLogger(__name__)
 
 #: data settings that change how the data is read, not what it is: not part of a black box's cache key
-LOADER_KEYS = ("num_workers", "_target_")
+#: (`batch_size` is in configs saved before issue 15, which still find their black boxes)
+LOADER_KEYS = ("batch_size", "num_workers", "_target_")
 
 def ensure_blackbox(cfg: DictConfig, name: str, spec: DictConfig, datamodule: L.LightningDataModule) -> ExplainedModel:
     """The explained model `name`: loaded (hub / file), random, or trained on the data once and cached."""
