@@ -24,6 +24,7 @@ from ltx.store import MapKey, MapStore, SavedMaps
 
 log = logging.getLogger(__name__)
 
+
 class MapWriter(BasePredictionWriter):
     """Writes each predicted batch as one shard as soon as it is done (incremental, resumable)."""
 
