@@ -17,7 +17,7 @@ from ltx.finetune.plan import Plan, StepFunction
 from ltx.finetune.settings import AUTO, FinetuneSettings
 from ltx.losses import LTXLoss
 from ltx.masking import Masking
-from ltx.metrics.perturbation import per_image_auc
+from ltx.metrics import per_image_auc
 from ltx.models.explained import ExplainedModel
 from ltx.models.explainer import Explainer, Masks
 

@@ -14,23 +14,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 from torchmetrics import Metric
 
 from ltx.metrics.localization import EnergyPointingGame, LocalizationMetric, MaskAUROC, PointingGame
 from ltx.metrics.perturbation import (
-    PERTURBATION_METRICS,
+    PAPER_METRICS,
     Deletion,
-    DeletionRISE,
     Insertion,
-    InsertionRISE,
     NegativePerturbation,
     PaperCurve,
     PerturbationCurve,
     PositivePerturbation,
-    RISECurve,
-    per_image_auc,
 )
+from ltx.metrics.rise import RISE_METRICS, DeletionRISE, InsertionRISE, RISECurve
 from ltx.metrics.road import (
     ROAD_METRICS,
     ROADCurve,
@@ -41,6 +38,8 @@ from ltx.metrics.road import (
 )
 from ltx.metrics.suite import PerturbationSuite
 
+#: the removal curves of the paper and of RISE (ROAD's are in ROAD_METRICS)
+PERTURBATION_METRICS: dict[str, type[PerturbationCurve]] = {**PAPER_METRICS, **RISE_METRICS}
 METRICS: dict[str, type[Metric]] = {
     **PERTURBATION_METRICS,
     **ROAD_METRICS,
@@ -58,8 +57,23 @@ def create_metric(name: str, model: nn.Module | None = None, **kwargs: Any) -> M
     return cls(model, **kwargs)
 
 
+def per_image_auc(model: nn.Module, images: Tensor, saliency: Tensor, labels: Tensor, kind: str = "pos",
+                  **kwargs: Any) -> Tensor:
+    """Per-image AUCs (B,) of one perturbation metric (`kind`: its name, e.g. "pos"), batched.
+
+    For per-instance selection (LTX finetuning scores each step's map with POS); `kwargs` go
+    to the metric's constructor (e.g. `chunk_size`). The result is an ordinary tensor.
+    """
+    metric = PERTURBATION_METRICS.get(kind)
+    if metric is None:
+        raise ValueError(f"unknown perturbation metric {kind!r}: choose one of "
+                         f"{sorted(PERTURBATION_METRICS)}")
+    return metric(model, **kwargs).per_image(images, saliency, labels)
+
+
 __all__ = [
     "METRICS",
+    "PERTURBATION_METRICS",
     "Deletion",
     "DeletionRISE",
     "EnergyPointingGame",

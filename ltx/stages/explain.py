@@ -16,7 +16,7 @@ from ltx.lit import expected_lightning_warnings
 from ltx.lit.explain import ExplainModule
 from ltx.masking import Masking
 from ltx.methods.base import METHODS, Method, MethodNotApplicable
-from ltx.metrics.perturbation import PERTURBATION_METRICS
+from ltx.metrics import PERTURBATION_METRICS
 from ltx.models.explained import ExplainedModel
 from ltx.models.explainer import Explainer
 from ltx.stages.runtime import loader, make_trainer, rank_zero_view, seed_stage

@@ -23,7 +23,8 @@ from ltx.metrics import (
     create_metric,
     per_image_auc,
 )
-from ltx.metrics.perturbation import rise_blur_kernel, saliency_ranks
+from ltx.metrics.perturbation import saliency_ranks
+from ltx.metrics.rise import rise_blur_kernel
 
 PAPER = (PositivePerturbation, NegativePerturbation, Insertion, Deletion)
 RISE = (InsertionRISE, DeletionRISE)

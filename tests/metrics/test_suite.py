@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ltx.metrics import METRICS, PerturbationSuite, create_metric
-from ltx.metrics.perturbation import PERTURBATION_METRICS
+from ltx.metrics import METRICS, PERTURBATION_METRICS, PerturbationSuite, create_metric
 from ltx.metrics.road import ROAD_METRICS
 
 SIZE, BATCH, STEPS = 8, 4, 10
