@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from ltx.cli import build_parser, load_model, main, unique_stems
+from ltx.cli import build_parser, main
+from ltx.cli.explain import load_model, unique_stems
 from ltx.data.shapes import SHAPE_CLASSES
 from ltx.models.zoo import create_network
 from ltx.store import write_json, write_results
