@@ -200,7 +200,7 @@ def save_explanation(out: Path, stem: str, path: Path, saliency: torch.Tensor, p
     from torch.nn import functional as F
 
     from ltx.data.folder import load_rgb
-    from ltx.report import explanation_figure
+    from ltx.figures import explanation_figure
     from ltx.store import atomic_write, save_tensors
 
     image = np.asarray(load_rgb(path), dtype=np.float32) / 255
