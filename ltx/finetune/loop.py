@@ -131,7 +131,8 @@ class Finetuner(nn.Module):
     @torch.enable_grad()  # also under `trainer.predict`, which runs without grad
     def finetune(self, images: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
         """Finetune one copy per image; returns `maps` (B, H, W), the selected `step`, its `loss`, and
-        `failed` (a non-finite loss stopped that instance; its map and loss are NaN).
+        `failed` (a non-finite loss stopped that instance; its map and loss are NaN). Maps and losses
+        have the images' dtype (float64 images and a float64 engine, `.double()`: a float64 run).
 
         The images are finetuned `instance_batch_size` at a time (all together if None)."""
         size = self.resolve_instance_batch_size(images, classes)
@@ -156,10 +157,10 @@ class Finetuner(nn.Module):
         step_fn = plan.step_function(self.explained, self.masking, self.loss, batch, size)
         compiled = None if eager else self._compiled_step(batch, size, step_fn, device)
 
-        best_maps = torch.zeros(batch, *size, device=device)
+        best_maps = torch.zeros(batch, *size, device=device, dtype=images.dtype)
         best_score = torch.full((batch,), float("inf"), dtype=torch.float64, device=device)
         best_step = torch.zeros(batch, dtype=torch.long, device=device)
-        best_loss = torch.zeros(batch, device=device)
+        best_loss = torch.zeros(batch, device=device, dtype=images.dtype)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         failed = torch.zeros(batch, dtype=torch.bool, device=device)
         for step in range(steps + 1):
@@ -178,9 +179,9 @@ class Finetuner(nn.Module):
                                                 terms["loss"][active]).to(score.dtype)
                 better = (score < best_score) & active
                 best_score = torch.where(better, score, best_score)
-            best_maps[better] = masks.mask[better, 0].detach().float()
+            best_maps[better] = masks.mask[better, 0].detach().to(best_maps.dtype)
             best_step[better] = step
-            best_loss[better] = terms["loss"].detach().float()[better]
+            best_loss[better] = terms["loss"].detach().to(best_loss.dtype)[better]
             if s.stop_below is not None and s.select_by == "pos":
                 done |= best_score < s.stop_below
             if bool((done | failed).all()):

@@ -31,7 +31,7 @@ class FinetuneSettings:
     None) splits the images given into groups finetuned together; 'auto' probes once per device
     against `memory_budget` GiB (None: a share of what is available). `precision` ('32' | 'bf16' |
     'auto' = bf16 on CUDA only) and `compile` (bool | 'auto' = on CUDA only) trade exactness for
-    speed; maps are returned in float32.
+    speed; maps are returned in the images' dtype (float32 under bf16 too).
     """
 
     steps: int = 25
