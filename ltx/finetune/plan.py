@@ -64,13 +64,13 @@ class Plan:
     def tensors(self, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(tuned, shared): the per-instance tensors (name → one instance's starting value) and the
         frozen ones all instances share, named as `model` expects them."""
-        named = {n: p.detach() for n, p in self.explainer.named_parameters()}
+        params = dict(self.explainer.named_parameters())
+        named = {n: p.detach() for n, p in params.items()}
         buffers = {n: b.detach() for n, b in self.explainer.named_buffers()}
         if self.scope == "lora":
             tuned = {n: p.detach().to(device) for n, p in lora_parameters(self.model).items()}
             return tuned, {**named, **buffers}
-        trainable = dict(self.explainer.named_parameters())
-        tuned = {n: t for n, t in named.items() if self.is_tuned(n, trainable[n])}
+        tuned = {n: named[n] for n, p in params.items() if self.is_tuned(n, p)}
         shared = {**{n: t for n, t in named.items() if n not in tuned}, **buffers}
         if self.from_features:
             return self._prefixed(tuned), self._prefixed(shared)

@@ -85,7 +85,7 @@ def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedMo
         num_failed = int(failed[[position[i] for i in ids]].sum())
         if num_failed:
             log.warning("maps %s: %d instances failed (non-finite loss), evaluated without them", key, num_failed)
-        metrics = build_metrics(cfg.eval, explained)
+        suite = PerturbationSuite(build_metrics(cfg.eval, explained))
         batches = loader(cfg, instances, cfg.eval.batch_size, sampler=shard)
         reused = total = 0
         for batch in track(batches, f"evaluate {key}"):
@@ -96,30 +96,28 @@ def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedMo
             images, maps, labels = batch["image"][keep], saved["maps"][rows][keep], batch["label"][keep]
             masks = None if batch.get("mask") is None else batch["mask"][keep]
             indices = batch["index"][keep].tolist()
-            reused += update_batch(metrics, scored, indices, images, maps, labels, masks)
+            reused += update_batch(suite, scored, indices, images, maps, labels, masks)
             total += len(images)
         log.info("maps %s: %d of %d images scored before, reused%s", key, reused, total,
                  f" (rank {rank}'s shard)" if world_size > 1 else "")
-        values = {name: float(metric.compute()) for name, metric in metrics.items()}
+        values = {name: float(value) for name, value in suite.compute().items()}
         for metric_name, value in {**values, **({"failed": float(num_failed)} if num_failed else {})}.items():
             result.rows.append(dict(backbone=key.backbone, method=key.method, class_mode=key.class_mode,
                                     metric=metric_name, value=value))
-        for metric_name, metric in metrics.items():
-            if hasattr(metric, "compute_curve"):
-                result.curves[(key.backbone, key.method, key.class_mode, metric_name)] = \
-                    metric.compute_curve().tolist()
+        for metric_name, metric in suite.curve_metrics.items():
+            result.curves[(key.backbone, key.method, key.class_mode, metric_name)] = metric.compute_curve().tolist()
 
 
-def update_batch(metrics: dict[str, Metric], scored: ScoredCurves, indices: list[int], images: torch.Tensor,
+def update_batch(suite: PerturbationSuite, scored: ScoredCurves, indices: list[int], images: torch.Tensor,
                  maps: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> int:
-    """Update `metrics` with one batch (instances `indices`), as `metric.update` on all of it would.
+    """Update the suite's metrics with one batch (instances `indices`), as `metric.update` on all of
+    it would.
 
     Perturbation curves come from `scored` for the images whose map every perturbation metric has
-    scored before; the others are scored together (a `PerturbationSuite`: POS and DEL, NEG and INS,
-    a ROAD order's two share forward passes) and their curves added to `scored`. Each metric gets
-    the batch's curves in batch order, so sums and per-image order are those of a full evaluation.
-    Localization metrics (cheap) always compute. Returns how many images were reused."""
-    suite = PerturbationSuite(metrics)
+    scored before; the others are scored together (POS and DEL, NEG and INS, a ROAD order's two
+    share forward passes) and their curves added to `scored`. Each metric gets the batch's curves
+    in batch order, so sums and per-image order are those of a full evaluation. Localization
+    metrics (cheap) always compute. Returns how many images were reused."""
     keys = [(index, map_digest(saliency)) for index, saliency in zip(indices, maps)]
     names = suite.curve_metrics
     new = torch.tensor([not names or any((name, *k) not in scored for name in names) for k in keys])
