@@ -1,6 +1,8 @@
 """Pipeline stages on tiny inputs, without a whole run."""
 
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -138,6 +140,22 @@ def test_lightning_device_lines_are_logged_once_and_its_advert_never() -> None:
     messages = ["GPU available: False, used: False", "💡 Tip: try litlogger", "`Trainer.fit` stopped",
                 "GPU available: False, used: False", "`Trainer.fit` stopped"]
     assert [once.filter(record(m)) for m in messages] == [True, False, True, False, True]
+
+
+def test_a_lightning_line_is_printed_once_where_the_application_configured_logging() -> None:
+    """As under Hydra's job logging: the root logger has a console handler before Lightning is imported."""
+    code = ("import logging, sys\n"
+            "logging.basicConfig(stream=sys.stdout, level=logging.INFO, format='[%(name)s] %(message)s')\n"
+            "import lightning as L\n"
+            "import ltx.stages.runtime\n"
+            "L.seed_everything(0)\n"
+            "L.Trainer(accelerator='cpu', devices=1, logger=False)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert console.count("Seed set to 0") == 1, console
+    assert console.count("GPU available: False") == 1, console
+    assert "[lightning.fabric.utilities.seed] Seed set to 0" in proc.stdout  # through the application's handler
 
 
 def _pretrain(cfg, out) -> dict[str, torch.Tensor]:
