@@ -41,10 +41,14 @@ log = logging.getLogger(__name__)
 
 
 def prepare_data(cfg: DictConfig) -> tuple[L.LightningDataModule, Subset]:
-    """The data module and the instances to explain (a seeded subset of `explain.split`)."""
+    """The data module and the instances to explain (a seeded subset of `explain.split`; all of it, with a
+    warning, when `explain.num_images` asks for more: the run still gives results, on fewer images)."""
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     split = {"train": datamodule.train_set, "val": datamodule.val_set, "test": datamodule.test_set}[cfg.explain.split]
+    if cfg.explain.num_images > len(split):
+        log.warning("explain.num_images=%d is more than the %d images of the %s split: explaining all %d",
+                    cfg.explain.num_images, len(split), cfg.explain.split, len(split))
     instances = seeded_subset(split, num_samples=min(cfg.explain.num_images, len(split)), seed=cfg.seed)
     return datamodule, instances
 

@@ -142,6 +142,14 @@ def test_lightning_device_lines_are_logged_once_and_its_advert_never() -> None:
     assert [once.filter(record(m)) for m in messages] == [True, False, True, False, True]
 
 
+def test_more_images_to_explain_than_the_split_has_explains_the_split_with_a_warning(caplog):
+    cfg = compose_config(tiny_vit("explain.num_images=100"))  # the tiny test split has 64 images
+    with caplog.at_level(logging.WARNING, logger="ltx.pipeline"):
+        _, instances = prepare_data(cfg)
+    assert len(instances) == 64
+    assert "explain.num_images=100 is more than the 64 images of the test split" in caplog.text
+
+
 def test_a_lightning_line_is_printed_once_where_the_application_configured_logging() -> None:
     """As under Hydra's job logging: the root logger has a console handler before Lightning is imported."""
     code = ("import logging, sys\n"
