@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
 
@@ -32,8 +32,8 @@ from ltx.models.explainer import Explainer
 from ltx.stages.blackbox import ensure_blackbox
 from ltx.stages.checks import check_config
 from ltx.stages.evaluate import Evaluation, evaluate_and_report, sweep_metric
-from ltx.stages.explain import explain_instances, run_methods
-from ltx.stages.pretrain import pretrain_explainer
+from ltx.stages.explain import explain_instances
+from ltx.stages.pretrain import pretrain_explainer, pretraining_plan
 from ltx.stages.runtime import barrier, check_processes, make_trainer
 from ltx.store import MapStore
 
@@ -64,18 +64,14 @@ def run_pipeline(cfg: DictConfig) -> float | None:
     models = {name: ensure_blackbox(cfg, name, spec, datamodule) for name, spec in cfg.backbone.items()}
     store = MapStore(run_dir / "maps")
     pretrained: dict[str, dict[str, tuple[Explainer | None, Masking | None]]] = {}
-    needs_explainers = any(get_class(conf._target_).uses_explainer for conf in run_methods(cfg).values())
-    if not needs_explainers:
-        log.info("no selected method needs a pretrained explainer: pretraining skipped")
+    users = pretraining_plan(cfg)
     for name, explained in models.items():
         # cross-architecture: every backbone explained by the explainer pretrained on `explainer_from`
         origin = cfg.pretrain.get("explainer_from") or name
-        if not needs_explainers:
-            pretrained[origin] = dict.fromkeys(cfg.class_modes, (None, None))
-        elif origin not in pretrained:
+        if origin not in pretrained:
             pretrained[origin] = {
-                mode: pretrain_explainer(cfg, run_dir, origin, models[origin], datamodule, mode)
-                for mode in cfg.class_modes}
+                mode: pretrain_explainer(cfg, run_dir, origin, models[origin], datamodule, mode) if users
+                else (None, None) for mode in cfg.class_modes}
         explain_instances(cfg, store, name, explained, pretrained[origin], instances)
     barrier()  # every rank's maps are on disk before any rank reads them
     return sweep_metric(cfg, evaluate_and_report(cfg, models, datamodule, instances).rows)

@@ -13,7 +13,7 @@ from ltx.lit.pretrain import PretrainModule
 from ltx.pipeline import prepare_data
 from ltx.stages.checks import check_config
 from ltx.stages.evaluate import Evaluation, evaluate
-from ltx.stages.pretrain import pretrain_explainer
+from ltx.stages.pretrain import pretrain_explainer, pretraining_plan
 from ltx.store import MapKey, MapStore
 from tests.helpers import Killed, compose_config, tiny_explained, tiny_vit
 
@@ -164,6 +164,22 @@ def test_a_lightning_line_is_printed_once_where_the_application_configured_loggi
     assert console.count("Seed set to 0") == 1, console
     assert console.count("GPU available: False") == 1, console
     assert "[lightning.fabric.utilities.seed] Seed set to 0" in proc.stdout  # through the application's handler
+
+
+@pytest.mark.parametrize("methods, users", [
+    ("[random,gradcam]", []),
+    ("[ltx,ltx_pretrained,random]", ["ltx", "ltx_pretrained"]),
+])
+def test_explainers_are_pretrained_only_for_the_methods_built_on_one(methods, users, caplog):
+    cfg = compose_config([f"method={methods}", "backbone=[textures_vit,textures_resnet]"])
+    with caplog.at_level(logging.INFO, logger="ltx.stages.pretrain"):
+        assert pretraining_plan(cfg) == users
+    if users:
+        assert ("pretraining: an explainer per class mode (predicted, target) of textures_vit, textures_resnet, "
+                "for ltx, ltx_pretrained") in caplog.text
+    else:  # the references (gt_mask, random) need none either
+        assert "pretraining: none, no method of this run is built on a pretrained explainer (random, gradcam, " \
+               "gt_mask" in caplog.text
 
 
 def _pretrain(cfg, out) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from ltx.metrics import METRICS
 from ltx.metrics.perturbation import PerturbationCurve
 from ltx.metrics.validity import FAITHFULNESS
-from ltx.stages.pretrain import pretrain_callbacks
+from ltx.stages.pretrain import explainer_methods, pretrain_callbacks
 from ltx.store import metric_key_parts
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,7 @@ def check_finetune_overrides(cfg: DictConfig) -> None:
     """Every LTX variant reads how finetuning runs from `finetune` (conf/finetune/): refuse an
     override of one variant's copy while another variant of the run still reads the shared one,
     since the override would silently not reach it."""
-    variants = {name: conf for name, conf in cfg.method.items()
-                if "_target_" in conf and get_class(conf._target_).uses_explainer}
+    variants = explainer_methods(cfg)
     for key in cfg.get("finetune") or {}:
         shared = [name for name, conf in variants.items() if OmegaConf.is_interpolation(conf, key)]
         own = [name for name, conf in variants.items() if key in conf and name not in shared]
