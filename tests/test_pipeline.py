@@ -1,6 +1,7 @@
 """Pipeline stages on tiny inputs, without a whole run."""
 
 import logging
+import re
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from ltx.pipeline import prepare_data
 from ltx.stages.checks import check_config
 from ltx.stages.evaluate import Evaluation, evaluate
 from ltx.stages.pretrain import pretrain_explainer, pretraining_plan
+from ltx.stages.summary import RunSummary, duration
 from ltx.store import MapKey, MapStore
 from tests.helpers import Killed, compose_config, tiny_explained, tiny_vit
 
@@ -180,6 +182,22 @@ def test_explainers_are_pretrained_only_for_the_methods_built_on_one(methods, us
     else:  # the references (gt_mask, random) need none either
         assert "pretraining: none, no method of this run is built on a pretrained explainer (random, gradcam, " \
                "gt_mask" in caplog.text
+
+
+def test_a_run_ends_with_the_time_and_work_of_each_stage_and_where_its_report_is(tmp_path, caplog):
+    summary = RunSummary(tmp_path)
+    with summary.stage("pretrain") as stage:
+        stage.note = "explainers of textures_vit (predicted)"
+    for _ in range(2):  # entered per backbone: one row
+        with summary.stage("explain") as stage:
+            stage.note = "map sets: 2"
+    with caplog.at_level(logging.INFO, logger="ltx.stages.summary"):
+        summary.log(tmp_path / "results.html")
+    rows = re.findall(r"^ (\w+) +(\d+\.\d s)(?: +(.*))?$", caplog.text, flags=re.MULTILINE)
+    assert [(stage, note) for stage, _, note in rows] == [("pretrain", "explainers of textures_vit (predicted)"),
+                                                          ("explain", "map sets: 2"), ("total", "")]
+    assert f"results in {tmp_path}" in caplog.text and f"report: {tmp_path / 'results.html'}" in caplog.text
+    assert duration(3.21) == "3.2 s" and duration(3725) == "1:02:05"
 
 
 def _pretrain(cfg, out) -> dict[str, torch.Tensor]:

@@ -69,6 +69,24 @@ def test_default_run_end_to_end(tmp_path, cache_dir):
     assert "cached weights" in again.stderr + again.stdout
 
 
+@pytest.mark.slow
+def test_a_run_of_baselines_pretrains_nothing_prints_lightning_once_and_ends_with_its_summary(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    baselines = [a for a in TINY if not a.startswith("method")] + ["method=[random,gradcam]", "eval=paper", "logger=[]"]
+    proc = run_ltx([*baselines, f"hydra.run.dir={out}"], cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert "pretraining: none, no method of this run is built on a pretrained explainer" in console
+    assert not (out / "explainers").exists() and not (out / "checkpoints").exists()
+    with open(out / "results.csv") as f:
+        assert {r["method"] for r in csv.DictReader(f)} == {"random", "gradcam"}
+    assert console.count("Seed set to 0") == 1, console[:3000]  # Lightning's line once, not also its own copy
+    summary = console[console.index("run summary"):]
+    for stage in ("data", "black boxes", "pretrain", "explain", "evaluate", "total"):
+        assert f"\n {stage} " in summary, stage
+    assert f"report: {out / 'results.html'}" in summary and (out / "results.html").is_file()
+
+
 def test_unknown_backbone_lists_the_choices(tmp_path, cache_dir):
     proc = run_ltx(["backbone=vit_xxl", f"hydra.run.dir={tmp_path}"], cache_dir)
     assert proc.returncode != 0
