@@ -101,6 +101,15 @@ def test_a_value_out_of_range_is_one_line_without_a_traceback(tmp_path, cache_di
     assert "Traceback" not in proc.stderr
 
 
+def test_reevaluating_a_directory_that_is_no_run_is_one_line_without_a_traceback(tmp_path, cache_dir):
+    env = {**os.environ, "LTX_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, "-m", "ltx.evaluate", f"run_dir={tmp_path / 'missing'}"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert f"error: no run config at {tmp_path / 'missing' / '.hydra' / 'config.yaml'}" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
 @pytest.mark.slow
 def test_the_default_benchmark_is_valid_on_its_own_black_boxes(tmp_path, cache_dir):
     """The embedded default's black boxes, as `make run` trains them (cached for the session): on test
