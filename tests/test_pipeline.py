@@ -131,6 +131,16 @@ def test_ground_truth_asked_for_on_data_without_masks_fails_before_any_work(over
     check_config(compose_config(["data=imagenet", "data.root=/nowhere", "eval=paper"]))  # the fix works
 
 
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_a_gpu_trainer_where_no_gpu_is_visible_fails_before_any_work(trainer, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="trainer.accelerator=gpu, but no GPU is visible on this machine: use "
+                                         "trainer=cpu"):
+        check_config(compose_config([f"trainer={trainer}"]))
+    check_config(compose_config(["trainer=cpu"]))
+
+
 def test_lightning_device_lines_are_logged_once_and_its_advert_never() -> None:
     from ltx.stages.runtime import _DevicesOnce
 

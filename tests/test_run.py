@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import TINY
 
@@ -108,6 +109,14 @@ def test_reevaluating_a_directory_that_is_no_run_is_one_line_without_a_traceback
     assert proc.returncode == 1
     assert f"error: no run config at {tmp_path / 'missing' / '.hydra' / 'config.yaml'}" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="a GPU is visible: trainer=gpu is valid here")
+def test_a_gpu_trainer_without_a_gpu_is_one_line_without_a_traceback(tmp_path, cache_dir):
+    proc = run_ltx(["trainer=gpu", f"hydra.run.dir={tmp_path}"], cache_dir)
+    assert proc.returncode == 1
+    assert "error: trainer.accelerator=gpu, but no GPU is visible on this machine: use trainer=cpu" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout and "No supported gpu backend" not in proc.stderr
 
 
 @pytest.mark.slow
