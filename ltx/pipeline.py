@@ -63,7 +63,8 @@ def data_stage(cfg: DictConfig, summary: RunSummary) -> tuple[L.LightningDataMod
     return datamodule, instances
 
 
-def blackbox_stage(cfg: DictConfig, datamodule: L.LightningDataModule, summary: RunSummary) -> dict[str, ExplainedModel]:
+def blackbox_stage(cfg: DictConfig, datamodule: L.LightningDataModule,
+                   summary: RunSummary) -> dict[str, ExplainedModel]:
     """The explained models of the run's backbones, trained or read from the cache (`ensure_blackbox`)."""
     with summary.stage("black boxes") as stage:
         models = {name: ensure_blackbox(cfg, name, spec, datamodule) for name, spec in cfg.backbone.items()}
@@ -101,8 +102,8 @@ def run_pipeline(cfg: DictConfig) -> float | None:
                 pretrained[origin] = {
                     mode: pretrain_explainer(cfg, run_dir, origin, models[origin], datamodule, mode) if users
                     else (None, None) for mode in cfg.class_modes}
-            stage.note = (f"explainers of {', '.join(pretrained)} ({', '.join(cfg.class_modes)}) for {', '.join(users)}"
-                          if users else "none: no method of this run uses an explainer")
+            stage.note = (f"explainers of {', '.join(pretrained)} ({', '.join(cfg.class_modes)}) "
+                          f"for {', '.join(users)}" if users else "none: no method of this run uses an explainer")
         with summary.stage("explain") as stage:
             explain_instances(cfg, store, name, explained, pretrained[origin], instances)
             stage.note = f"map sets in maps/ (one per backbone, method and class mode): {len(store.keys())}"

@@ -73,7 +73,8 @@ def test_default_run_end_to_end(tmp_path, cache_dir):
 @pytest.mark.slow
 def test_a_run_of_baselines_pretrains_nothing_prints_lightning_once_and_ends_with_its_summary(tmp_path, cache_dir):
     out = tmp_path / "run"
-    baselines = [a for a in TINY if not a.startswith("method")] + ["method=[random,gradcam]", "eval=paper", "logger=[]"]
+    baselines = [a for a in TINY if not a.startswith("method")] + ["method=[random,gradcam]", "eval=paper",
+                                                                   "logger=[]"]
     proc = run_ltx([*baselines, f"hydra.run.dir={out}"], cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     console = proc.stdout + proc.stderr
@@ -111,7 +112,8 @@ def test_reevaluating_a_directory_that_is_no_run_is_one_line_without_a_traceback
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
-@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="a GPU is visible: trainer=gpu is valid here")
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(),
+                    reason="a GPU is visible: trainer=gpu is valid here")
 def test_a_gpu_trainer_without_a_gpu_is_one_line_without_a_traceback(tmp_path, cache_dir):
     proc = run_ltx(["trainer=gpu", f"hydra.run.dir={tmp_path}"], cache_dir)
     assert proc.returncode == 1
