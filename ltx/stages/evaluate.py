@@ -49,6 +49,8 @@ class Evaluation:
     rows: list[dict[str, Any]] = field(default_factory=list)
     #: mean perturbation curves: (backbone, method, class_mode, metric) → values per step
     curves: dict[tuple[str, str, str, str], list[float]] = field(default_factory=dict)
+    #: results.html, written by the first process (None on the others)
+    report: Path | None = None
 
 
 #: per-image perturbation curves of one backbone's evaluation: (metric, instance index, map digest) → (S,)
@@ -162,8 +164,8 @@ def evaluate_and_report(cfg: DictConfig, models: dict[str, ExplainedModel], data
     info = {"blackbox_accuracy": accuracies, "benchmark_validity": validity, "unranked": unranked(cfg),
             "settings": {str(k): store.setting(k) for k in store.keys()}}
     write_json(run_dir / "run_info.json", info)
-    write_report(run_dir, result.rows, result.curves, info, store, instances, list(models),
-                 num_examples=cfg.explain.grid_images)
+    result.report = write_report(run_dir, result.rows, result.curves, info, store, instances, list(models),
+                                 num_examples=cfg.explain.grid_images)
     log_results(make_loggers(cfg, "results"), run_dir, result.rows, result.curves, list(models))
     log.info("results written to %s", run_dir)
     return result
