@@ -16,10 +16,15 @@ from ltx.methods.base import METHODS, MethodNotApplicable, create_method
 from ltx.models.explained import ExplainedModel
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "method"
-ANY_MODEL = ["gradcam", "ig", "saliency", "gradient_x_input", "rise"]
+ANY_MODEL = ["gradcam", "gradcampp", "layercam", "scorecam", "ig", "saliency", "gradient_x_input", "rise"]
 VIT_ONLY = ["rollout", "gae", "transformer_attribution"]
-CASES = [(name, "cnn") for name in ANY_MODEL] + [(name, "vit") for name in ANY_MODEL + VIT_ONLY]
+CNN_ONLY = ["liftcam", "ablationcam", "fullgrad"]
+CAMS = ["gradcam", "gradcampp", "layercam", "liftcam", "scorecam", "ablationcam", "fullgrad"]
+CASES = [(name, "cnn") for name in ANY_MODEL + CNN_ONLY] + [(name, "vit") for name in ANY_MODEL + VIT_ONLY]
+ONE_FAMILY = [(name, "vit") for name in ANY_MODEL + VIT_ONLY] + [(name, "cnn") for name in CNN_ONLY]
 CHEAP = {"rise": {"num_masks": 48, "batch_size": 64}, "ig": {"n_steps": 8}}
+# One forward pass per channel of the target layer: resnet10t's layer1 has 64 channels, layer4 512.
+CHEAP_CNN = {"scorecam": {"target_layer": "layer1"}, "ablationcam": {"target_layer": "layer1"}}
 
 
 def tiny_vit(seed: int = 0, **kwargs) -> ExplainedModel:
@@ -62,8 +67,12 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(3, 3, 64, 64, generator=generator), torch.tensor([0, 5, 7])
 
 
+def cheap(name: str, model: ExplainedModel) -> dict:
+    return {**CHEAP.get(name, {}), **(CHEAP_CNN.get(name, {}) if model.family == "cnn" else {})}
+
+
 def build(name: str, model: ExplainedModel, **kwargs):
-    return create_method(name, model, **{**CHEAP.get(name, {}), **kwargs})
+    return create_method(name, model, **{**cheap(name, model), **kwargs})
 
 
 def model_state(model: ExplainedModel) -> dict[str, object]:
@@ -75,6 +84,7 @@ def model_state(model: ExplainedModel) -> dict[str, object]:
             for name, m in modules.items()
             if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
         },
+        "modules": list(modules.values()),  # Ablation-CAM swaps its target layer out while it runs
         "fused": [m.fused_attn for m in modules.values() if hasattr(m, "fused_attn")],
         "requires_grad": [p.requires_grad for p in model.parameters()],
         "training": [m.training for m in modules.values()],
@@ -91,7 +101,7 @@ def in_region(maps: torch.Tensor, regions: torch.Tensor, k: int) -> torch.Tensor
 
 
 def test_all_baselines_registered() -> None:
-    assert set(ANY_MODEL + VIT_ONLY) <= set(METHODS)
+    assert set(ANY_MODEL + VIT_ONLY + CNN_ONLY) <= set(METHODS)
 
 
 @pytest.mark.parametrize(("name", "family"), CASES)
@@ -116,11 +126,11 @@ def test_batch_does_not_mix_samples(name: str, family: str, batch, request: pyte
     torch.testing.assert_close(together, alone, rtol=1e-3, atol=1e-5 * together.abs().max().item())
 
 
-@pytest.mark.parametrize("name", ANY_MODEL + VIT_ONLY)
-def test_runs_inside_inference_mode(name: str, vit: ExplainedModel, batch) -> None:
+@pytest.mark.parametrize(("name", "family"), ONE_FAMILY)
+def test_runs_inside_inference_mode(name: str, family: str, batch, request: pytest.FixtureRequest) -> None:
     """Evaluation loops run under inference_mode; gradient methods must still work there."""
     images, classes = batch
-    method = build(name, vit)
+    method = build(name, request.getfixturevalue(family))
     with torch.inference_mode():
         maps = method(images.clone(), classes.clone())
     assert torch.isfinite(maps).all()
@@ -130,6 +140,22 @@ def test_runs_inside_inference_mode(name: str, vit: ExplainedModel, batch) -> No
 def test_vit_only_methods_refuse_cnns(name: str, cnn: ExplainedModel) -> None:
     with pytest.raises(MethodNotApplicable, match=name):
         create_method(name, cnn)
+
+
+@pytest.mark.parametrize("name", CNN_ONLY)
+def test_cnn_only_methods_refuse_vits(name: str, vit: ExplainedModel) -> None:
+    one_line = f"^method '{name}' needs a cnn model, but 'model' is a vit: [^\n]*$"
+    with pytest.raises(MethodNotApplicable, match=one_line):
+        create_method(name, vit)
+
+
+def test_fullgrad_refuses_cnns_whose_biases_it_cannot_read(region_model) -> None:
+    with pytest.raises(MethodNotApplicable, match="'fullgrad' .* has no conv or BatchNorm bias"):
+        create_method("fullgrad", region_model[0])  # bias-free convs, no BatchNorm
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 2))
+    with pytest.raises(MethodNotApplicable, match=r"layers it does not read \(1\)"):  # the GroupNorm
+        create_method("fullgrad", ExplainedModel(net, mean=(0.0,) * 3, std=(1.0,) * 3, image_size=16))
 
 
 @pytest.mark.parametrize(
@@ -150,12 +176,13 @@ def test_transformer_attribution_refuses_layers_without_lrp_rules() -> None:
         create_method("transformer_attribution", tiny_vit(global_pool="map"))
 
 
-@pytest.mark.parametrize("name", ANY_MODEL + VIT_ONLY)
-def test_config_instantiates_the_method(name: str, vit: ExplainedModel) -> None:
+@pytest.mark.parametrize(("name", "family"), ONE_FAMILY)
+def test_config_instantiates_the_method(name: str, family: str, request: pytest.FixtureRequest) -> None:
+    model = request.getfixturevalue(family)
     path = CONF_DIR / f"{name}.yaml"
     assert path.read_text().startswith(f"# @package method.{name}\n")
     config = OmegaConf.load(path)
-    method = instantiate(config, **CHEAP.get(name, {}))(model=vit)
+    method = instantiate(config, **cheap(name, model))(model=model)
     assert type(method) is METHODS[name]
 
 
@@ -203,6 +230,11 @@ def region_model() -> tuple[ExplainedModel, torch.Tensor]:
         ("saliency", {}, 1.0),
         ("gradient_x_input", {}, 1.0),
         ("gradcam", {}, 1.0),  # default layer: the region gate, the last spatial map
+        ("gradcampp", {}, 1.0),
+        ("layercam", {}, 1.0),
+        ("liftcam", {}, 1.0),
+        ("scorecam", {}, 1.0),
+        ("ablationcam", {}, 1.0),
         ("rise", {"num_masks": 1000, "batch_size": 4000}, 0.9),  # smooth masks blur the region's border
     ],
 )
@@ -221,6 +253,74 @@ def test_gradcam_default_layers(cnn: ExplainedModel, vit: ExplainedModel, region
     assert gradcam.default_target_layer(vit) == "blocks.1.norm1"
     assert gradcam.default_target_layer(region_model[0]) == "gate"
     assert create_method("gradcam", cnn, target_layer="layer3.0").layer is cnn.model.layer3[0]
+
+
+@pytest.mark.parametrize(("name", "family"), [(n, f) for n, f in CASES if n in CAMS])
+def test_cams_depend_on_the_class(name: str, family: str, batch, request: pytest.FixtureRequest) -> None:
+    method = build(name, request.getfixturevalue(family))
+    images, _ = batch
+    first, second = (method(images, torch.full((3,), c)) for c in (1, 6))
+    assert not torch.allclose(first, second, rtol=1e-3, atol=1e-3)
+
+
+class PooledConvNet(nn.Module):
+    """Conv → ReLU (`features`, at image size) → global average pooling → linear: the gradient of
+    logit c w.r.t. A_kij is W_ck / (h·w) at every position."""
+
+    num_classes = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def test_liftcam_by_hand() -> None:
+    """w_k = Σ_ij A_kij · W_ck / (h·w) = W_ck · mean(A_k); map = ReLU(Σ_k w_k A_k), min-max scaled.
+    Grad-CAM's weights here are W_ck / (h·w) alone: a map the LIFT-CAM formula must not give."""
+    torch.manual_seed(0)
+    net = PooledConvNet()
+    model = ExplainedModel(net, mean=(0.0,) * 3, std=(1.0,) * 3, image_size=16)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    classes = torch.tensor([0, 2])
+    with torch.no_grad():
+        activations = net.features(images)
+    weights = net.fc.weight[classes] * activations.mean((2, 3))
+    expected = (weights[:, :, None, None] * activations).sum(1).clamp(min=0)
+    expected = expected - expected.amin((1, 2), keepdim=True)
+    expected = expected / expected.amax((1, 2), keepdim=True)
+    maps = create_method("liftcam", model, target_layer="features")(images, classes)
+    torch.testing.assert_close(maps, expected, rtol=0, atol=1e-6)
+    gradcam_maps = create_method("gradcam", model, target_layer="features")(images, classes)
+    assert (gradcam_maps - expected).abs().amax() > 0.05
+
+
+@pytest.mark.filterwarnings("ignore:Setting forward, backward hooks and attributes on non-linear:UserWarning")
+def test_liftcam_weights_are_deeplift_contributions_after_a_resnet_layer4(cnn: ExplainedModel, batch) -> None:
+    """The official LIFT-CAM code's weights: captum's DeepLift on the network after `layer4` (pooling
+    and the linear classifier) from an all-zero reference, summed over positions."""
+    from captum.attr import DeepLift
+
+    class Head(nn.Module):
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            return cnn.model.forward_head(features)
+
+    images, classes = batch
+    with torch.enable_grad():
+        activations = cnn.model.forward_features(cnn.normalize(images)).detach().requires_grad_(True)
+        scores = cnn.model.forward_head(activations).gather(1, classes[:, None])
+        (grads,) = torch.autograd.grad(scores.sum(), activations)
+        contributions = DeepLift(Head()).attribute(activations, torch.zeros_like(activations), target=classes)
+    cam = gradcam.LibLiftCAM(cnn, [cnn.model.layer4])
+    try:
+        weights = cam.get_cam_weights(images, cnn.model.layer4, [], activations.detach().numpy(), grads.numpy())
+    finally:
+        cam.activations_and_grads.release()
+    expected = contributions.detach().sum((2, 3))
+    torch.testing.assert_close(torch.from_numpy(weights), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_ig_internal_batch_matches_one_pass(vit: ExplainedModel, batch) -> None:
