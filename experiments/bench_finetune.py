@@ -389,6 +389,7 @@ def main() -> None:
     unknown = sorted(set(names) - set(cfg.backbone))
     if unknown:
         raise SystemExit(f"error: --models {unknown} are not backbones of the config ({list(cfg.backbone)})")
+    cfg.explain.num_images = args.instances  # the run's own count may be smaller
     datamodule, dataset = prepare_data(cfg)
     device = torch.device(args.device)
     peak = matmul_rate(device)
@@ -396,7 +397,7 @@ def main() -> None:
     print(f"Per-instance finetuning on {machine(device)}, torch {torch.__version__}, commit {commit()}; "
           f"load average at start: {load()}; float32 matmul: {peak / 1e9:.0f} GFLOP/s")
     print(f"Config: {'run ' + args.run if args.run else 'composed ' + ' '.join(args.overrides or ['(default)'])}; "
-          f"data {cfg.data._target_.rsplit('.', 1)[-1]} ({cfg.explain.split} split, {args.instances} instances); "
+          f"data {cfg.data._target_.rsplit('.', 1)[-1]} ({cfg.explain.split} split, {len(dataset)} instances); "
           f"masking {cfg.masking._target_.rsplit('.', 1)[-1]}; loss {OmegaConf.to_container(cfg.loss, resolve=True)}")
     print(f"Finetuning: {settings} (rows set scope and instance_batch_size); best of {args.repeats} interleaved "
           f"repeats.")
