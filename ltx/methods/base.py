@@ -71,6 +71,8 @@ class Method(ABC):
     uses_explainer: ClassVar[bool] = False
     #: the map does not depend on the model (random, oracle): left out of the sanity checks
     model_independent: ClassVar[bool] = False
+    #: called with the units of `work` done as they are done, set by whoever shows the progress
+    progress: Callable[[int], None] | None = None
 
     def __init__(self, model: ExplainedModel) -> None:
         self.check_applicable(model)
@@ -87,6 +89,11 @@ class Method(ABC):
                 f"method {cls.name!r} needs a {' or '.join(cls.families or ())} model, but "
                 f"{model.name!r} is a {model.family}: choose another method for it."
             )
+
+    def work(self, num_images: int) -> int | None:
+        """Units of work for `num_images` images, for a progress bar finer than batches (LTX: its
+        finetuning steps, one batch of images taking minutes); None: a batch is the unit."""
+        return None
 
     def networks(self) -> list[nn.Module]:
         """The modules the method computes with, for a wrapper to move between devices (Lightning)."""

@@ -47,5 +47,9 @@ class LTX(Method):
     def networks(self) -> list[nn.Module]:
         return [self.engine]
 
+    def work(self, num_images: int) -> int | None:
+        """One unit per instance and finetuning step; pLTX (no step) counts batches."""
+        return num_images * self.settings.steps or None
+
     def explain(self, images: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.engine.finetune(images, classes)
+        return self.engine.finetune(images, classes, advance=self.progress)
