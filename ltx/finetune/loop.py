@@ -190,9 +190,10 @@ class Finetuner(nn.Module):
             if bool((done | failed).all()):
                 break
             if train:
-                for t in tuned.values():  # a failed copy stops: no update, and its NaNs reach no optimiser state
-                    if t.grad is not None:
-                        t.grad[failed] = 0
+                if bool(failed.any()):  # a failed copy stops: no update, and its NaNs reach no optimiser state
+                    for t in tuned.values():
+                        if t.grad is not None:
+                            t.grad[failed] = 0
                 optimizer.step()
         best_maps[failed] = float("nan")
         best_loss[failed] = float("nan")

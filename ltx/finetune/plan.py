@@ -118,8 +118,9 @@ class Plan:
         extra = (size,) if self.from_features else ()
 
         def forward(tuned: dict, shared: dict, inputs: torch.Tensor) -> Masks:
-            if batch == 1:  # one copy, run plainly: the paper's loop
-                return functional_call(model, {**{n: p[0] for n, p in tuned.items()}, **shared}, (inputs, *extra))
+            if batch == 1:  # one copy, run plainly: the paper's loop (its layers' plain paths)
+                plain = model if stacked is None else stacked[0]
+                return functional_call(plain, {**{n: p[0] for n, p in tuned.items()}, **shared}, (inputs, *extra))
             if stacked is not None:  # (B, 1, ...) broadcasts become (B, ...): instance b's on image b
                 layers, broadcast = stacked
                 params = {n: p.flatten(0, 1) if n in broadcast else p for n, p in tuned.items()}

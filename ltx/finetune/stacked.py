@@ -12,7 +12,8 @@ type that owns a finetuned weight runs it as the batched kernel that vmap would 
   `pos_embed`, `cls_token`): that dimension becomes the instance dimension.
 
 Layers without a finetuned weight (the frozen parts, activations, attention's own matmuls) run
-unchanged: their batch *is* the instance batch. `stack(module)` returns a copy of the module
+unchanged: their batch *is* the instance batch. Attention runs timm's fused kernel (SDPA), which the
+explainer switches off for vmap, which cannot batch it. `stack(module)` returns a copy of the module
 (sharing every tensor) with those layers swapped, or None when a finetuned parameter lives in a
 layer it does not know (or a BatchNorm normalises with batch statistics, which would mix
 instances): the engine then falls back to vmap. The maths is the one-by-one forward's (float64:
@@ -26,6 +27,7 @@ import copy
 
 import torch
 from timm import layers as timm_layers
+from timm.layers import use_fused_attn
 from torch import nn
 from torch.nn import functional as F
 
@@ -76,6 +78,12 @@ class PerInstanceConv2d:
         return out.reshape(batch, out_channels, *out.shape[2:])
 
 
+def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
+    """x · weight + bias with per-instance weight, bias (B, ...) viewed as (B, *shape)."""
+    weight = weight.reshape(len(weight), *shape)
+    return x * weight if bias is None else torch.addcmul(bias.reshape(len(bias), *shape), x, weight)
+
+
 class PerInstanceLayerNorm:
     """A `LayerNorm`'s forward for `weight`, `bias` (B, *normalized_shape): normalise, then each
     instance's affine."""
@@ -84,9 +92,7 @@ class PerInstanceLayerNorm:
         if self.weight is None or self.weight.dim() == len(self.normalized_shape):
             return super().forward(x)
         out = F.layer_norm(x, self.normalized_shape, None, None, self.eps)
-        view = (x.shape[0],) + (1,) * (x.dim() - self.weight.dim()) + tuple(self.normalized_shape)
-        out = out * self.weight.reshape(view)
-        return out if self.bias is None else out + self.bias.reshape(view)
+        return _affine(out, self.weight, self.bias, (1,) * (x.dim() - self.weight.dim()) + tuple(self.normalized_shape))
 
 
 class PerInstanceBatchNorm2d:
@@ -97,9 +103,7 @@ class PerInstanceBatchNorm2d:
         if self.weight is None or self.weight.dim() == 1:
             return super().forward(x)
         out = F.batch_norm(x, self.running_mean, self.running_var, None, None, False, 0.0, self.eps)
-        view = (x.shape[0], x.shape[1], 1, 1)
-        out = out * self.weight.reshape(view)
-        return out if self.bias is None else out + self.bias.reshape(view)
+        return _affine(out, self.weight, self.bias, (x.shape[1], 1, 1))
 
 
 def _stacked(forward: type, layer: type[nn.Module]) -> type[nn.Module]:
@@ -153,4 +157,6 @@ def stack(model: nn.Module, tuned: set[str]) -> nn.Module | None:
     for module in copied.modules():
         if type(module) in STACKED:
             module.__class__ = STACKED[type(module)]
+        if hasattr(module, "fused_attn"):  # timm attention, off for vmap's sake (`ViTExplainer`): timm's default
+            module.fused_attn = use_fused_attn()
     return copied

@@ -16,13 +16,15 @@ from ltx.methods.base import METHODS, MethodNotApplicable, create_method
 from ltx.models.explained import ExplainedModel
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "method"
-ANY_MODEL = ["gradcam", "gradcampp", "layercam", "scorecam", "ig", "saliency", "gradient_x_input", "rise"]
+ANY_MODEL = [
+    "gradcam", "gradcampp", "layercam", "scorecam", "ig", "idgi", "saliency", "gradient_x_input", "rise"
+]
 VIT_ONLY = ["rollout", "gae", "transformer_attribution"]
 CNN_ONLY = ["liftcam", "ablationcam", "fullgrad"]
 CAMS = ["gradcam", "gradcampp", "layercam", "liftcam", "scorecam", "ablationcam", "fullgrad"]
 CASES = [(name, "cnn") for name in ANY_MODEL + CNN_ONLY] + [(name, "vit") for name in ANY_MODEL + VIT_ONLY]
 ONE_FAMILY = [(name, "vit") for name in ANY_MODEL + VIT_ONLY] + [(name, "cnn") for name in CNN_ONLY]
-CHEAP = {"rise": {"num_masks": 48, "batch_size": 64}, "ig": {"n_steps": 8}}
+CHEAP = {"rise": {"num_masks": 48, "batch_size": 64}, "ig": {"n_steps": 8}, "idgi": {"n_steps": 8}}
 # One forward pass per channel of the target layer: resnet10t's layer1 has 64 channels, layer4 512.
 CHEAP_CNN = {"scorecam": {"target_layer": "layer1"}, "ablationcam": {"target_layer": "layer1"}}
 
@@ -227,6 +229,7 @@ def region_model() -> tuple[ExplainedModel, torch.Tensor]:
     ("name", "kwargs", "min_fraction"),
     [
         ("ig", {}, 1.0),
+        ("idgi", {}, 1.0),
         ("saliency", {}, 1.0),
         ("gradient_x_input", {}, 1.0),
         ("gradcam", {}, 1.0),  # default layer: the region gate, the last spatial map
@@ -255,12 +258,13 @@ def test_gradcam_default_layers(cnn: ExplainedModel, vit: ExplainedModel, region
     assert create_method("gradcam", cnn, target_layer="layer3.0").layer is cnn.model.layer3[0]
 
 
-@pytest.mark.parametrize(("name", "family"), [(n, f) for n, f in CASES if n in CAMS])
-def test_cams_depend_on_the_class(name: str, family: str, batch, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize(("name", "family"), [(n, f) for n, f in CASES if n in [*CAMS, "ig", "idgi"]])
+def test_maps_depend_on_the_class(name: str, family: str, batch, request: pytest.FixtureRequest) -> None:
     method = build(name, request.getfixturevalue(family))
     images, _ = batch
     first, second = (method(images, torch.full((3,), c)) for c in (1, 6))
-    assert not torch.allclose(first, second, rtol=1e-3, atol=1e-3)
+    scale = first.abs().max().item()  # CAMs are scaled to [0, 1]; path methods' maps are logit-sized
+    assert not torch.allclose(first, second, rtol=1e-3, atol=1e-3 * scale)
 
 
 class PooledConvNet(nn.Module):
@@ -327,6 +331,81 @@ def test_ig_internal_batch_matches_one_pass(vit: ExplainedModel, batch) -> None:
     images, classes = batch
     chunked = create_method("ig", vit, n_steps=8, internal_batch_size=2)(images, classes)
     torch.testing.assert_close(chunked, create_method("ig", vit, n_steps=8)(images, classes))
+
+
+class AffineModel(nn.Module):
+    """Logits W·x + b of the flattened input: the gradient of logit c is W_c at every point."""
+
+    num_classes = 3
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * size * size, self.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def test_path_methods_on_an_affine_model() -> None:
+    """With f_c(x) = w·x + b in pixel space (w = W_c / std, per channel), from the black image:
+    IG = x ⊙ w, and IDGI = w ⊙ w · (w·x) / ||w||² (every step's gradient is w, its change w·Δx)."""
+    torch.manual_seed(0)
+    std = torch.tensor([0.25, 0.5, 1.0], dtype=torch.float64)
+    model = ExplainedModel(AffineModel(8), mean=(0.5,) * 3, std=std.tolist(), image_size=8).double()
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    classes = torch.tensor([0, 2, 1])
+    w = model.model.fc.weight.detach()[classes].view(3, 3, 8, 8) / std[:, None, None]
+    ig = create_method("ig", model, n_steps=8).attributions(images, classes)
+    idgi = create_method("idgi", model, n_steps=8, internal_batch_size=5).attributions(images, classes)
+    along = (w * images).sum((1, 2, 3)) / w.square().sum((1, 2, 3))
+    # Captum's quadrature weights are float32 (they sum to 1 within 2⁻²⁶ ≈ 1.5e-8), IDGI's path is
+    # float64 (u = 1.1e-16: logits differenced over 192 terms lose ~1e-13 relative); a wrong path,
+    # step or direction is off by far more than either tolerance.
+    torch.testing.assert_close(ig, images * w, rtol=1e-7, atol=0)
+    torch.testing.assert_close(idgi, w.square() * along[:, None, None, None], rtol=1e-9, atol=1e-15)
+
+
+def idgi_one_by_one(model: ExplainedModel, image: torch.Tensor, target: int, n: int) -> torch.Tensor:
+    """The paper's Algorithm 1 as its official code writes it, one image and one point at a time."""
+    gradients, values = [], []
+    for i in range(n + 1):
+        point = (image * i / n).requires_grad_(True)
+        value = model(point[None])[0, target]
+        gradients.append(torch.autograd.grad(value, point)[0])
+        values.append(value.detach())
+    steps = [values[i + 1] - values[i] for i in range(n)]  # the last gradient is not used
+    return sum(g.square() * step / g.square().sum() for g, step in zip(gradients, steps, strict=False))
+
+
+@pytest.mark.parametrize("internal_batch_size", [None, 1, 5, 7])
+def test_idgi_is_algorithm_1_and_complete_on_a_nonlinear_cnn(internal_batch_size: int | None, batch) -> None:
+    """Batched over images and points, in chunks that split paths (24 jobs): the same as the plain
+    loop, and the attributions sum to f_c(x) − f_c(black) (float64)."""
+    torch.manual_seed(0)
+    model = ExplainedModel(PooledConvNet(), mean=(0.5,) * 3, std=(0.25,) * 3, image_size=64).double()
+    images, classes = batch[0].double(), batch[1] % PooledConvNet.num_classes
+    method = create_method("idgi", model, n_steps=8, internal_batch_size=internal_batch_size)
+    attributions = method.attributions(images, classes)
+    expected = torch.stack(
+        [idgi_one_by_one(model, image, c, 8) for image, c in zip(images, classes.tolist(), strict=True)]
+    )
+    # float64: the two differ by ~1e-16 of the largest value (float32 would by ~3e-7)
+    torch.testing.assert_close(attributions, expected, rtol=0, atol=1e-12 * expected.abs().max().item())
+    with torch.no_grad():
+        logits = model(torch.cat([images, torch.zeros_like(images[:1])]))
+    change = logits[:3].gather(1, classes[:, None])[:, 0] - logits[3, classes]
+    # Each segment's directions sum to 1 within ~P·u (P = 12,288 values, u = 1.1e-16): ≤ 1e-12 of the
+    # logits' size (measured: 6e-17), where float32 rounding alone misses by ~4e-8 of it and IG on
+    # the same 8 steps by ~3e-3.
+    scale = logits.abs().max().item()
+    torch.testing.assert_close(attributions.sum((1, 2, 3)), change, rtol=0, atol=1e-10 * scale)
+    assert torch.equal(method(images, classes), attributions.abs().sum(1))
+
+
+def test_idgi_runs_on_igs_steps() -> None:
+    """Reported beside IG: the same steps and chunk size, so the same cost per image."""
+    ig, idgi = (OmegaConf.load(CONF_DIR / f"{name}.yaml") for name in ("ig", "idgi"))
+    assert (idgi.n_steps, idgi.internal_batch_size) == (ig.n_steps, ig.internal_batch_size)
 
 
 def test_rise_is_seeded(vit: ExplainedModel, batch) -> None:
