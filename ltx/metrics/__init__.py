@@ -2,10 +2,11 @@
 
 Every metric: `create_metric(name, model, **kwargs)`, then
 `update(images, saliency, labels, gt_masks=None)` per batch and `compute()` at the end.
-Perturbation metrics (`pos`, `neg`, `ins`, `del`, `ins_rise`, `del_rise`, and ROAD's
-`road_morf_acc`, `road_lerf_acc`, `road_morf_prob`, `road_lerf_prob`) need the model and
-ignore `gt_masks`; localization metrics (`pointing_game`, `energy_pointing_game`, `gt_auroc`)
-need `gt_masks` and ignore the model, the images and the labels. Each class carries `name`,
+Perturbation metrics (`pos`, `neg`, `ins`, `del`, `ins_rise`, `del_rise`, ROAD's
+`road_morf_acc`, `road_lerf_acc`, `road_morf_prob`, `road_lerf_prob`, and the continuous blends
+`sufficiency`, `necessity`) need the model and ignore `gt_masks`; localization metrics
+(`pointing_game`, `energy_pointing_game`, `gt_auroc`) need `gt_masks` and ignore the model, the
+images and the labels. Each class carries `name`,
 `higher_is_better` and a one-line `description`. A `PerturbationSuite` updates several metrics
 together, with one set of forward passes for the perturbation metrics that perturb alike.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from ltx.metrics.continuous import CONTINUOUS_METRICS, BlendCurve, Necessity, Sufficiency
 from ltx.metrics.localization import EnergyPointingGame, LocalizationMetric, MaskAUROC, PointingGame
 from ltx.metrics.perturbation import (
     PAPER_METRICS,
@@ -38,11 +40,12 @@ from ltx.metrics.road import (
 )
 from ltx.metrics.suite import PerturbationSuite
 
-#: the removal curves of the paper and of RISE (ROAD's are in ROAD_METRICS)
+#: the removal curves of the paper and of RISE (ROAD's are in ROAD_METRICS, the blends in CONTINUOUS_METRICS)
 PERTURBATION_METRICS: dict[str, type[PerturbationCurve]] = {**PAPER_METRICS, **RISE_METRICS}
 METRICS: dict[str, type[Metric]] = {
     **PERTURBATION_METRICS,
     **ROAD_METRICS,
+    **CONTINUOUS_METRICS,
     **{cls.name: cls for cls in (PointingGame, EnergyPointingGame, MaskAUROC)},
 }
 
@@ -73,6 +76,7 @@ def per_image_auc(model: nn.Module, images: Tensor, saliency: Tensor, labels: Te
 
 __all__ = [
     "METRICS",
+    "BlendCurve",
     "PERTURBATION_METRICS",
     "Deletion",
     "DeletionRISE",
@@ -81,6 +85,7 @@ __all__ = [
     "InsertionRISE",
     "LocalizationMetric",
     "MaskAUROC",
+    "Necessity",
     "NegativePerturbation",
     "PaperCurve",
     "PerturbationCurve",
@@ -93,6 +98,7 @@ __all__ = [
     "ROADLeRFProbability",
     "ROADMoRFAccuracy",
     "ROADMoRFProbability",
+    "Sufficiency",
     "create_metric",
     "per_image_auc",
 ]
