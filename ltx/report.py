@@ -246,16 +246,18 @@ def write_html_report(run_dir: Path, rows: list[dict[str, Any]], info: dict[str,
 
 def write_report(run_dir: Path, rows: list[dict[str, Any]], curves: dict[tuple[str, str, str, str], list[float]],
                  info: dict[str, Any], store: MapStore, instances: Subset, backbones: list[str],
-                 num_examples: int = 6) -> None:
-    """results.md, results.html, curves.json and each backbone's figures; the tables are printed."""
+                 num_examples: int = 6) -> Path:
+    """results.md, results.html, curves.json and each backbone's figures; the tables are printed.
+    Returns the path of results.html (the run's summary points to it)."""
     write_json(run_dir / "curves.json", {"/".join(k): v for k, v in curves.items()})
     for backbone in backbones:
         map_grid(run_dir / FIGURES["example maps"].format(backbone), store, backbone, instances, num_examples)
         curve_plot(run_dir / FIGURES["perturbation curves"].format(backbone), curves, backbone)
     text = markdown(rows, info, {b: figures(run_dir, b) for b in backbones})
     atomic_write(run_dir / "results.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    write_html_report(run_dir, rows, info, backbones)
+    page = write_html_report(run_dir, rows, info, backbones)
     print(markdown(rows, info), flush=True)
+    return page
 
 
 # --- experiment trackers ---------------------------------------------------------------------------

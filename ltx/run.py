@@ -8,9 +8,12 @@ says what to do, not a stack trace; `LTX_DEBUG=1` shows the trace.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 import hydra
 from hydra.errors import InstantiationException
@@ -19,14 +22,20 @@ from omegaconf.errors import MissingMandatoryValue
 
 log = logging.getLogger("ltx")
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 #: Exceptions whose message is written for the user (they name the problem and the fix).
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, PermissionError, ValueError, MissingMandatoryValue)
 
 
-def report_user_errors(func):
-    """Turn user-fixable errors into one log line and exit code 1 (full trace with LTX_DEBUG=1)."""
+def report_user_errors(func: Callable[[T], R]) -> Callable[[T], R]:
+    """Turn user-fixable errors into one log line and exit code 1 (full trace with LTX_DEBUG=1).
+    `functools.wraps` keeps `__wrapped__`, which Hydra follows to find the config relative to the
+    entry point's own module (`ltx.evaluate` decorates its main with this one)."""
 
-    def wrapped(cfg: DictConfig):
+    @functools.wraps(func)
+    def wrapped(cfg: T) -> R:
         try:
             return func(cfg)
         except (*USER_ERRORS, InstantiationException) as raised:
@@ -42,7 +51,6 @@ def report_user_errors(func):
             print(f"error: {message}\n(set LTX_DEBUG=1 for the full traceback)", file=sys.stderr)
             sys.exit(1)
 
-    wrapped.__name__, wrapped.__doc__ = func.__name__, func.__doc__
     return wrapped
 
 

@@ -34,6 +34,8 @@ def test_every_option_composes(group, option):
         assert isinstance(instantiate(cfg[group]), (Masking, LTXLoss))
     if group == "backbone":
         assert list(cfg.backbone) == [option]
+    if group == "method":  # a partial of its class (tests/methods build each with a model)
+        assert callable(instantiate(cfg.method[option])), option
     if group == "data" and option == "shapes":
         assert instantiate(cfg.data).image_size == 64
 
@@ -145,3 +147,11 @@ def test_shapes_experiments_keep_the_settings_chosen_on_shapes(experiment):
     assert cfg.method.ltx.lr == 2e-4 and cfg.method.ltx._target_ == default.method.ltx._target_
     assert default.masking._target_ == "ltx.masking.ConstantBaseline" and default.loss.mask_weight == 2.5
     assert default.method.ltx.lr == 2e-5
+
+
+def test_cnn_full_is_the_default_method_list_plus_the_slow_cams():
+    default, full = compose_config(), compose_config(["+experiment=cnn_full"])
+    assert set(full.method) == set(default.method) | {"scorecam", "ablationcam", "fullgrad"}
+    assert list(full.backbone) == list(default.backbone)
+    cnn_only = compose_config(["+experiment=cnn_full", "backbone=textures_resnet"])
+    assert list(cnn_only.backbone) == ["textures_resnet"]

@@ -1,6 +1,9 @@
 """Pipeline stages on tiny inputs, without a whole run."""
 
 import logging
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,7 +14,8 @@ from ltx.lit.pretrain import PretrainModule
 from ltx.pipeline import prepare_data
 from ltx.stages.checks import check_config
 from ltx.stages.evaluate import Evaluation, evaluate
-from ltx.stages.pretrain import pretrain_explainer
+from ltx.stages.pretrain import pretrain_explainer, pretraining_plan
+from ltx.stages.summary import RunSummary, duration
 from ltx.store import MapKey, MapStore
 from tests.helpers import Killed, compose_config, tiny_explained, tiny_vit
 
@@ -128,6 +132,16 @@ def test_ground_truth_asked_for_on_data_without_masks_fails_before_any_work(over
     check_config(compose_config(["data=imagenet", "data.root=/nowhere", "eval=paper"]))  # the fix works
 
 
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_a_gpu_trainer_where_no_gpu_is_visible_fails_before_any_work(trainer, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="trainer.accelerator=gpu, but no GPU is visible on this machine: use "
+                                         "trainer=cpu"):
+        check_config(compose_config([f"trainer={trainer}"]))
+    check_config(compose_config(["trainer=cpu"]))
+
+
 def test_lightning_device_lines_are_logged_once_and_its_advert_never() -> None:
     from ltx.stages.runtime import _DevicesOnce
 
@@ -139,6 +153,62 @@ def test_lightning_device_lines_are_logged_once_and_its_advert_never() -> None:
     messages = ["GPU available: False, used: False", "💡 Tip: try litlogger", "`Trainer.fit` stopped",
                 "GPU available: False, used: False", "`Trainer.fit` stopped"]
     assert [once.filter(record(m)) for m in messages] == [True, False, True, False, True]
+
+
+def test_more_images_to_explain_than_the_split_has_explains_the_split_with_a_warning(caplog):
+    cfg = compose_config(tiny_vit("explain.num_images=100"))  # the tiny test split has 64 images
+    with caplog.at_level(logging.WARNING, logger="ltx.pipeline"):
+        _, instances = prepare_data(cfg)
+    assert len(instances) == 64
+    assert "explain.num_images=100 is more than the 64 images of the test split" in caplog.text
+
+
+def test_a_lightning_line_is_printed_once_where_the_application_configured_logging() -> None:
+    """As under Hydra's job logging: the root logger has a console handler before Lightning is imported."""
+    code = ("import logging, sys\n"
+            "logging.basicConfig(stream=sys.stdout, level=logging.INFO, format='[%(name)s] %(message)s')\n"
+            "import lightning as L\n"
+            "import ltx.stages.runtime\n"
+            "L.seed_everything(0)\n"
+            "L.Trainer(accelerator='cpu', devices=1, logger=False)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert console.count("Seed set to 0") == 1, console
+    assert console.count("GPU available: False") == 1, console
+    assert "[lightning.fabric.utilities.seed] Seed set to 0" in proc.stdout  # through the application's handler
+
+
+@pytest.mark.parametrize("methods, users", [
+    ("[random,gradcam]", []),
+    ("[ltx,ltx_pretrained,random]", ["ltx", "ltx_pretrained"]),
+])
+def test_explainers_are_pretrained_only_for_the_methods_built_on_one(methods, users, caplog):
+    cfg = compose_config([f"method={methods}", "backbone=[textures_vit,textures_resnet]"])
+    with caplog.at_level(logging.INFO, logger="ltx.stages.pretrain"):
+        assert pretraining_plan(cfg) == users
+    if users:
+        assert ("pretraining: an explainer per class mode (predicted, target) of textures_vit, textures_resnet, "
+                "for ltx, ltx_pretrained") in caplog.text
+    else:  # the references (gt_mask, random) need none either
+        assert "pretraining: none, no method of this run is built on a pretrained explainer (random, gradcam, " \
+               "gt_mask" in caplog.text
+
+
+def test_a_run_ends_with_the_time_and_work_of_each_stage_and_where_its_report_is(tmp_path, caplog):
+    summary = RunSummary(tmp_path)
+    with summary.stage("pretrain") as stage:
+        stage.note = "explainers of textures_vit (predicted)"
+    for _ in range(2):  # entered per backbone: one row
+        with summary.stage("explain") as stage:
+            stage.note = "map sets: 2"
+    with caplog.at_level(logging.INFO, logger="ltx.stages.summary"):
+        summary.log(tmp_path / "results.html")
+    rows = re.findall(r"^ (\w+) +(\d+\.\d s)(?: +(.*))?$", caplog.text, flags=re.MULTILINE)
+    assert [(stage, note) for stage, _, note in rows] == [("pretrain", "explainers of textures_vit (predicted)"),
+                                                          ("explain", "map sets: 2"), ("total", "")]
+    assert f"results in {tmp_path}" in caplog.text and f"report: {tmp_path / 'results.html'}" in caplog.text
+    assert duration(3.21) == "3.2 s" and duration(3725) == "1:02:05"
 
 
 def _pretrain(cfg, out) -> dict[str, torch.Tensor]:

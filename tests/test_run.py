@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import TINY
 
@@ -69,6 +70,25 @@ def test_default_run_end_to_end(tmp_path, cache_dir):
     assert "cached weights" in again.stderr + again.stdout
 
 
+@pytest.mark.slow
+def test_a_run_of_baselines_pretrains_nothing_prints_lightning_once_and_ends_with_its_summary(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    baselines = [a for a in TINY if not a.startswith("method")] + ["method=[random,gradcam]", "eval=paper",
+                                                                   "logger=[]"]
+    proc = run_ltx([*baselines, f"hydra.run.dir={out}"], cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert "pretraining: none, no method of this run is built on a pretrained explainer" in console
+    assert not (out / "explainers").exists() and not (out / "checkpoints").exists()
+    with open(out / "results.csv") as f:
+        assert {r["method"] for r in csv.DictReader(f)} == {"random", "gradcam"}
+    assert console.count("Seed set to 0") == 1, console[:3000]  # Lightning's line once, not also its own copy
+    summary = console[console.index("run summary"):]
+    for stage in ("data", "black boxes", "pretrain", "explain", "evaluate", "total"):
+        assert f"\n {stage} " in summary, stage
+    assert f"report: {out / 'results.html'}" in summary and (out / "results.html").is_file()
+
+
 def test_unknown_backbone_lists_the_choices(tmp_path, cache_dir):
     proc = run_ltx(["backbone=vit_xxl", f"hydra.run.dir={tmp_path}"], cache_dir)
     assert proc.returncode != 0
@@ -81,6 +101,24 @@ def test_a_value_out_of_range_is_one_line_without_a_traceback(tmp_path, cache_di
     assert proc.returncode == 1
     assert "error: loss.mask_weight must be >= 0, got -1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_reevaluating_a_directory_that_is_no_run_is_one_line_without_a_traceback(tmp_path, cache_dir):
+    env = {**os.environ, "LTX_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, "-m", "ltx.evaluate", f"run_dir={tmp_path / 'missing'}"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert f"error: no run config at {tmp_path / 'missing' / '.hydra' / 'config.yaml'}" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(),
+                    reason="a GPU is visible: trainer=gpu is valid here")
+def test_a_gpu_trainer_without_a_gpu_is_one_line_without_a_traceback(tmp_path, cache_dir):
+    proc = run_ltx(["trainer=gpu", f"hydra.run.dir={tmp_path}"], cache_dir)
+    assert proc.returncode == 1
+    assert "error: trainer.accelerator=gpu, but no GPU is visible on this machine: use trainer=cpu" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout and "No supported gpu backend" not in proc.stderr
 
 
 @pytest.mark.slow

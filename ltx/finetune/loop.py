@@ -43,6 +43,8 @@ class Finetuner(nn.Module):
 
     #: scope=head: compute the frozen trunk's features once per image (False: the plain vmap path)
     share_trunk_features = True
+    #: instance batches: per-instance layers as batched kernels (False: vmap; `ltx.finetune.stacked`)
+    stacked_layers = True
 
     def __init__(self, explained: ExplainedModel, explainer: Explainer, masking: Masking, loss: LTXLoss,
                  settings: FinetuneSettings) -> None:
@@ -62,7 +64,8 @@ class Finetuner(nn.Module):
         """What is tuned and what runs it (built on first use; not a registered module: the lora copy
         shares the explainer's tensors and is never saved)."""
         s = self.settings
-        return Plan(self.explainer, s.scope, s.lora_rank, s.lora_alpha, from_features=self.share_trunk_features)
+        return Plan(self.explainer, s.scope, s.lora_rank, s.lora_alpha, from_features=self.share_trunk_features,
+                    stacked_layers=self.stacked_layers)
 
     # --- precision and compilation ------------------------------------------------------------------
 
@@ -187,9 +190,10 @@ class Finetuner(nn.Module):
             if bool((done | failed).all()):
                 break
             if train:
-                for t in tuned.values():  # a failed copy stops: no update, and its NaNs reach no optimiser state
-                    if t.grad is not None:
-                        t.grad[failed] = 0
+                if bool(failed.any()):  # a failed copy stops: no update, and its NaNs reach no optimiser state
+                    for t in tuned.values():
+                        if t.grad is not None:
+                            t.grad[failed] = 0
                 optimizer.step()
         best_maps[failed] = float("nan")
         best_loss[failed] = float("nan")

@@ -1,7 +1,8 @@
 """What is tuned per instance (`scope`), and how the instance batch runs:
 
-- `all` (the paper): every trainable explainer parameter. Under vmap, layers with per-instance
-  weights become batched matmuls (ViT) or grouped convolutions (CNN).
+- `all` (the paper): every trainable explainer parameter. Layers with per-instance weights run as
+  batched matmuls (ViT) or grouped convolutions (CNN), written directly (`ltx.finetune.stacked`;
+  vmap where a layer is not covered).
 - `head`: the ViT head / CNN decoder only. The trunk is frozen and the images never change, so its
   features are computed *once* per image, in one ordinary batched pass, and only the head runs per
   step (vmapped over the instances' head weights).
@@ -13,11 +14,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from ltx.finetune.stacked import broadcast_names, stack
 from ltx.losses import LTXLoss
 from ltx.masking import Masking
 from ltx.models.explained import ExplainedModel
@@ -42,12 +45,15 @@ class _FromFeatures(nn.Module):
 class Plan:
     """The module a finetuning call runs via `functional_call`, built once per explainer and scope: the
     explainer itself, its adapted copy (lora: it shares every tensor with the explainer) or its
-    part after the trunk (head, when `from_features`: the trunk's features are computed once)."""
+    part after the trunk (head, when `from_features`: the trunk's features are computed once).
+    Instance batches run its `stacked` copy (per-instance weights as batched kernels) or, when
+    `stacked_layers` is False or a tuned layer is not covered, vmap over it."""
 
     def __init__(self, explainer: Explainer, scope: str, lora_rank: int, lora_alpha: float, *,
-                 from_features: bool = True) -> None:
+                 from_features: bool = True, stacked_layers: bool = True) -> None:
         self.explainer, self.scope = explainer, scope
         self.from_features = scope == "head" and from_features
+        self.stacked_layers = stacked_layers
         if scope == "lora":
             self.model: nn.Module = add_lora(explainer, lora_rank, lora_alpha, seed=0)
         elif self.from_features:
@@ -76,6 +82,23 @@ class Plan:
             return self._prefixed(tuned), self._prefixed(shared)
         return tuned, shared
 
+    def tuned_names(self) -> set[str]:
+        """The names (as `model` expects them) of the per-instance tensors."""
+        if self.scope == "lora":
+            return set(lora_parameters(self.model))
+        names = {n for n, p in self.explainer.named_parameters() if self.is_tuned(n, p)}
+        return set(self._prefixed(dict.fromkeys(names))) if self.from_features else names
+
+    @cached_property
+    def stacked(self) -> tuple[nn.Module, set[str]] | None:
+        """`model` with per-instance layers (`ltx.finetune.stacked.stack`) and the tuned names that
+        are batch broadcasts; None (vmap) when switched off or not every tuned layer is covered."""
+        if not self.stacked_layers:
+            return None
+        tuned = self.tuned_names()
+        model = stack(self.model, tuned)
+        return None if model is None else (model, broadcast_names(self.model, tuned))
+
     @staticmethod
     def _prefixed(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {f"explainer.{n}": t for n, t in tensors.items()}
@@ -91,12 +114,17 @@ class Plan:
     def step_function(self, explained: ExplainedModel, masking: Masking, loss: LTXLoss, batch: int,
                       size: tuple[int, int]) -> StepFunction:
         """One step's forward and loss for an instance batch of `batch` copies on images of `size`."""
-        model = self.model
+        model, stacked = self.model, self.stacked
         extra = (size,) if self.from_features else ()
 
         def forward(tuned: dict, shared: dict, inputs: torch.Tensor) -> Masks:
-            if batch == 1:  # one copy, run plainly: the paper's loop
-                return functional_call(model, {**{n: p[0] for n, p in tuned.items()}, **shared}, (inputs, *extra))
+            if batch == 1:  # one copy, run plainly: the paper's loop (its layers' plain paths)
+                plain = model if stacked is None else stacked[0]
+                return functional_call(plain, {**{n: p[0] for n, p in tuned.items()}, **shared}, (inputs, *extra))
+            if stacked is not None:  # (B, 1, ...) broadcasts become (B, ...): instance b's on image b
+                layers, broadcast = stacked
+                params = {n: p.flatten(0, 1) if n in broadcast else p for n, p in tuned.items()}
+                return functional_call(layers, {**params, **shared}, (inputs, *extra))
 
             def one(params: dict, x: torch.Tensor) -> Masks:
                 return functional_call(model, {**params, **shared}, (x[None], *extra))

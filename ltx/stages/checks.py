@@ -1,19 +1,21 @@
 """Before any stage: refuse, with a one-line fix, what the config asks for but the run cannot give
-(settings that fail at once when built, references without ground truth, an override that would not
-reach every LTX variant, an `optimized_metric` the run does not make)."""
+(a GPU trainer where no GPU is visible, settings that fail at once when built, references without
+ground truth, an override that would not reach every LTX variant, an `optimized_metric` the run does
+not make)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ltx.metrics import METRICS
 from ltx.metrics.perturbation import PerturbationCurve
 from ltx.metrics.validity import FAITHFULNESS
-from ltx.stages.pretrain import pretrain_callbacks
+from ltx.stages.pretrain import explainer_methods, pretrain_callbacks
 from ltx.store import metric_key_parts
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,7 @@ def check_config(cfg: DictConfig) -> None:
     """What the stages cannot check before hours of work: the loss, masking and callback settings
     (built once, cheaply, so a bad value fails now), `pretrain.explainer_from` is a backbone of the
     run, and `optimized_metric` names a result the run makes."""
+    check_accelerator(cfg)
     instantiate(cfg.loss), instantiate(cfg.masking)
     check_ground_truth(cfg)
     for name, conf in cfg.method.items():
@@ -51,12 +54,22 @@ def check_config(cfg: DictConfig) -> None:
                              f"({choices[part]}).")
 
 
+def check_accelerator(cfg: DictConfig) -> None:
+    """A GPU trainer (trainer=gpu, trainer=ddp) where torch sees no GPU would fail inside Lightning
+    ("No supported gpu backend found!", wrapped by Hydra): say so, and what to choose instead."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    visible = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    visible["gpu"] = visible["cuda"] or visible["mps"]
+    if not visible.get(accelerator, True):
+        raise ValueError(f"trainer.accelerator={accelerator}, but no GPU is visible on this machine: use "
+                         f"trainer=cpu (trainer=ddp_cpu for several processes).")
+
+
 def check_finetune_overrides(cfg: DictConfig) -> None:
     """Every LTX variant reads how finetuning runs from `finetune` (conf/finetune/): refuse an
     override of one variant's copy while another variant of the run still reads the shared one,
     since the override would silently not reach it."""
-    variants = {name: conf for name, conf in cfg.method.items()
-                if "_target_" in conf and get_class(conf._target_).uses_explainer}
+    variants = explainer_methods(cfg)
     for key in cfg.get("finetune") or {}:
         shared = [name for name, conf in variants.items() if OmegaConf.is_interpolation(conf, key)]
         own = [name for name, conf in variants.items() if key in conf and name not in shared]

@@ -12,7 +12,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import get_class
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from omegaconf import DictConfig
 from torch.utils.data import Subset
@@ -28,7 +27,8 @@ from ltx.models.explained import ExplainedModel
 from ltx.progress import track
 from ltx.report import log_results, write_report
 from ltx.stages.blackbox import accuracy
-from ltx.stages.explain import run_methods, unranked
+from ltx.stages.explain import unranked
+from ltx.stages.pretrain import explainer_methods
 from ltx.stages.runtime import loader, make_loggers, rank_zero_view, world
 from ltx.store import MapKey, MapStore, metric_values, write_json, write_results
 
@@ -53,6 +53,8 @@ class Evaluation:
     curves: dict[tuple[str, str, str, str], list[float]] = field(default_factory=dict)
     #: map sets with degenerate masks (`ltx.methods.ltx.degenerate_masks`): str(MapKey) → the warning
     degenerate: dict[str, str] = field(default_factory=dict)
+    #: results.html, written by the first process (None on the others)
+    report: Path | None = None
 
 
 #: per-image perturbation curves of one backbone's evaluation: (metric, instance index, map digest) → (S,)
@@ -118,8 +120,7 @@ def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedMo
 def flag_degenerate(cfg: DictConfig, key: MapKey, maps: torch.Tensor, result: Evaluation) -> None:
     """Warn about, and keep for the report, the degenerate masks of an LTX variant's map set (the
     baselines' maps are not masks): the one definition `ltx explain` flags too."""
-    conf = run_methods(cfg).get(key.method)
-    if conf is None or not get_class(conf._target_).uses_explainer:
+    if key.method not in explainer_methods(cfg):
         return
     fixes = {"mask_weight": f"loss.mask_weight (now {cfg.loss.mask_weight:g})",
              "pretrain": f"pretrain.epochs, now {cfg.pretrain.epochs}"}
@@ -184,8 +185,8 @@ def evaluate_and_report(cfg: DictConfig, models: dict[str, ExplainedModel], data
             "settings": {str(k): store.setting(k) for k in store.keys()},
             "degenerate_masks": result.degenerate}
     write_json(run_dir / "run_info.json", info)
-    write_report(run_dir, result.rows, result.curves, info, store, instances, list(models),
-                 num_examples=cfg.explain.grid_images)
+    result.report = write_report(run_dir, result.rows, result.curves, info, store, instances, list(models),
+                                 num_examples=cfg.explain.grid_images)
     log_results(make_loggers(cfg, "results"), run_dir, result.rows, result.curves, list(models))
     log.info("results written to %s", run_dir)
     return result

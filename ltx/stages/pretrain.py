@@ -28,6 +28,7 @@ from ltx.masking import Masking
 from ltx.metrics import create_metric
 from ltx.models.explained import ExplainedModel
 from ltx.models.explainer import Explainer
+from ltx.stages.explain import run_methods
 from ltx.stages.runtime import (
     loader,
     make_loggers,
@@ -40,6 +41,26 @@ from ltx.stages.runtime import (
 from ltx.store import save_tensors
 
 log = logging.getLogger(__name__)
+
+
+def explainer_methods(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The run's methods built on a pretrained explainer (`Method.uses_explainer`: the LTX variants).
+    Explainers are pretrained for them alone: a run of baselines trains none."""
+    return {name: conf for name, conf in run_methods(cfg).items() if get_class(conf._target_).uses_explainer}
+
+
+def pretraining_plan(cfg: DictConfig) -> list[str]:
+    """The methods that need pretraining (none: nothing is pretrained), said in the log with the reason,
+    so that a run's time spent, or not spent, on pretraining is never a surprise."""
+    users = list(explainer_methods(cfg))
+    if users:
+        origins = dict.fromkeys(cfg.pretrain.get("explainer_from") or name for name in cfg.backbone)
+        log.info("pretraining: an explainer per class mode (%s) of %s, for %s (built on a pretrained explainer)",
+                 ", ".join(cfg.class_modes), ", ".join(origins), ", ".join(users))
+    else:
+        log.info("pretraining: none, no method of this run is built on a pretrained explainer (%s; the LTX "
+                 "variants are)", ", ".join(run_methods(cfg)))
+    return users
 
 
 def new_explainer(cfg: DictConfig, explained: ExplainedModel) -> tuple[Explainer, Masking, torch.nn.ModuleDict]:

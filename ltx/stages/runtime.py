@@ -43,6 +43,25 @@ class _DevicesOnce(logging.Filter):
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DevicesOnce())
 
 
+def _unless_root_logs(record: logging.LogRecord) -> bool:
+    return not logging.getLogger().handlers
+
+
+def _lightning_console_once() -> None:
+    """`import lightning` gives the `lightning` logger a console handler of its own, and its records
+    still propagate to the root logger: where an application configured logging (Hydra's job logging,
+    which also writes the job's .log file), every Lightning line was printed twice. Lightning's own
+    handler now stays silent while the root logger has handlers (the rule lightning.pytorch and
+    lightning.fabric apply to theirs at import, applied at each record so the import order does not
+    matter); without them (a script, `ltx explain`) it prints as before."""
+    for handler in logging.getLogger("lightning").handlers:
+        if _unless_root_logs not in handler.filters:
+            handler.addFilter(_unless_root_logs)
+
+
+_lightning_console_once()
+
+
 def make_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     """A Trainer from the `trainer` group; stages add what is theirs (epochs, callbacks, logger)."""
     kwargs = {"logger": False, "enable_checkpointing": False, **overrides}

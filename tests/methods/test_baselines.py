@@ -16,10 +16,17 @@ from ltx.methods.base import METHODS, MethodNotApplicable, create_method
 from ltx.models.explained import ExplainedModel
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "method"
-ANY_MODEL = ["gradcam", "ig", "saliency", "gradient_x_input", "rise"]
+ANY_MODEL = [
+    "gradcam", "gradcampp", "layercam", "scorecam", "ig", "idgi", "saliency", "gradient_x_input", "rise"
+]
 VIT_ONLY = ["rollout", "gae", "transformer_attribution"]
-CASES = [(name, "cnn") for name in ANY_MODEL] + [(name, "vit") for name in ANY_MODEL + VIT_ONLY]
-CHEAP = {"rise": {"num_masks": 48, "batch_size": 64}, "ig": {"n_steps": 8}}
+CNN_ONLY = ["liftcam", "ablationcam", "fullgrad"]
+CAMS = ["gradcam", "gradcampp", "layercam", "liftcam", "scorecam", "ablationcam", "fullgrad"]
+CASES = [(name, "cnn") for name in ANY_MODEL + CNN_ONLY] + [(name, "vit") for name in ANY_MODEL + VIT_ONLY]
+ONE_FAMILY = [(name, "vit") for name in ANY_MODEL + VIT_ONLY] + [(name, "cnn") for name in CNN_ONLY]
+CHEAP = {"rise": {"num_masks": 48, "batch_size": 64}, "ig": {"n_steps": 8}, "idgi": {"n_steps": 8}}
+# One forward pass per channel of the target layer: resnet10t's layer1 has 64 channels, layer4 512.
+CHEAP_CNN = {"scorecam": {"target_layer": "layer1"}, "ablationcam": {"target_layer": "layer1"}}
 
 
 def tiny_vit(seed: int = 0, **kwargs) -> ExplainedModel:
@@ -62,8 +69,12 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(3, 3, 64, 64, generator=generator), torch.tensor([0, 5, 7])
 
 
+def cheap(name: str, model: ExplainedModel) -> dict:
+    return {**CHEAP.get(name, {}), **(CHEAP_CNN.get(name, {}) if model.family == "cnn" else {})}
+
+
 def build(name: str, model: ExplainedModel, **kwargs):
-    return create_method(name, model, **{**CHEAP.get(name, {}), **kwargs})
+    return create_method(name, model, **{**cheap(name, model), **kwargs})
 
 
 def model_state(model: ExplainedModel) -> dict[str, object]:
@@ -75,6 +86,7 @@ def model_state(model: ExplainedModel) -> dict[str, object]:
             for name, m in modules.items()
             if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
         },
+        "modules": list(modules.values()),  # Ablation-CAM swaps its target layer out while it runs
         "fused": [m.fused_attn for m in modules.values() if hasattr(m, "fused_attn")],
         "requires_grad": [p.requires_grad for p in model.parameters()],
         "training": [m.training for m in modules.values()],
@@ -91,7 +103,7 @@ def in_region(maps: torch.Tensor, regions: torch.Tensor, k: int) -> torch.Tensor
 
 
 def test_all_baselines_registered() -> None:
-    assert set(ANY_MODEL + VIT_ONLY) <= set(METHODS)
+    assert set(ANY_MODEL + VIT_ONLY + CNN_ONLY) <= set(METHODS)
 
 
 @pytest.mark.parametrize(("name", "family"), CASES)
@@ -116,11 +128,11 @@ def test_batch_does_not_mix_samples(name: str, family: str, batch, request: pyte
     torch.testing.assert_close(together, alone, rtol=1e-3, atol=1e-5 * together.abs().max().item())
 
 
-@pytest.mark.parametrize("name", ANY_MODEL + VIT_ONLY)
-def test_runs_inside_inference_mode(name: str, vit: ExplainedModel, batch) -> None:
+@pytest.mark.parametrize(("name", "family"), ONE_FAMILY)
+def test_runs_inside_inference_mode(name: str, family: str, batch, request: pytest.FixtureRequest) -> None:
     """Evaluation loops run under inference_mode; gradient methods must still work there."""
     images, classes = batch
-    method = build(name, vit)
+    method = build(name, request.getfixturevalue(family))
     with torch.inference_mode():
         maps = method(images.clone(), classes.clone())
     assert torch.isfinite(maps).all()
@@ -130,6 +142,22 @@ def test_runs_inside_inference_mode(name: str, vit: ExplainedModel, batch) -> No
 def test_vit_only_methods_refuse_cnns(name: str, cnn: ExplainedModel) -> None:
     with pytest.raises(MethodNotApplicable, match=name):
         create_method(name, cnn)
+
+
+@pytest.mark.parametrize("name", CNN_ONLY)
+def test_cnn_only_methods_refuse_vits(name: str, vit: ExplainedModel) -> None:
+    one_line = f"^method '{name}' needs a cnn model, but 'model' is a vit: [^\n]*$"
+    with pytest.raises(MethodNotApplicable, match=one_line):
+        create_method(name, vit)
+
+
+def test_fullgrad_refuses_cnns_whose_biases_it_cannot_read(region_model) -> None:
+    with pytest.raises(MethodNotApplicable, match="'fullgrad' .* has no conv or BatchNorm bias"):
+        create_method("fullgrad", region_model[0])  # bias-free convs, no BatchNorm
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 2))
+    with pytest.raises(MethodNotApplicable, match=r"layers it does not read \(1\)"):  # the GroupNorm
+        create_method("fullgrad", ExplainedModel(net, mean=(0.0,) * 3, std=(1.0,) * 3, image_size=16))
 
 
 @pytest.mark.parametrize(
@@ -150,12 +178,13 @@ def test_transformer_attribution_refuses_layers_without_lrp_rules() -> None:
         create_method("transformer_attribution", tiny_vit(global_pool="map"))
 
 
-@pytest.mark.parametrize("name", ANY_MODEL + VIT_ONLY)
-def test_config_instantiates_the_method(name: str, vit: ExplainedModel) -> None:
+@pytest.mark.parametrize(("name", "family"), ONE_FAMILY)
+def test_config_instantiates_the_method(name: str, family: str, request: pytest.FixtureRequest) -> None:
+    model = request.getfixturevalue(family)
     path = CONF_DIR / f"{name}.yaml"
     assert path.read_text().startswith(f"# @package method.{name}\n")
     config = OmegaConf.load(path)
-    method = instantiate(config, **CHEAP.get(name, {}))(model=vit)
+    method = instantiate(config, **cheap(name, model))(model=model)
     assert type(method) is METHODS[name]
 
 
@@ -200,9 +229,15 @@ def region_model() -> tuple[ExplainedModel, torch.Tensor]:
     ("name", "kwargs", "min_fraction"),
     [
         ("ig", {}, 1.0),
+        ("idgi", {}, 1.0),
         ("saliency", {}, 1.0),
         ("gradient_x_input", {}, 1.0),
         ("gradcam", {}, 1.0),  # default layer: the region gate, the last spatial map
+        ("gradcampp", {}, 1.0),
+        ("layercam", {}, 1.0),
+        ("liftcam", {}, 1.0),
+        ("scorecam", {}, 1.0),
+        ("ablationcam", {}, 1.0),
         ("rise", {"num_masks": 1000, "batch_size": 4000}, 0.9),  # smooth masks blur the region's border
     ],
 )
@@ -223,10 +258,154 @@ def test_gradcam_default_layers(cnn: ExplainedModel, vit: ExplainedModel, region
     assert create_method("gradcam", cnn, target_layer="layer3.0").layer is cnn.model.layer3[0]
 
 
+@pytest.mark.parametrize(("name", "family"), [(n, f) for n, f in CASES if n in [*CAMS, "ig", "idgi"]])
+def test_maps_depend_on_the_class(name: str, family: str, batch, request: pytest.FixtureRequest) -> None:
+    method = build(name, request.getfixturevalue(family))
+    images, _ = batch
+    first, second = (method(images, torch.full((3,), c)) for c in (1, 6))
+    scale = first.abs().max().item()  # CAMs are scaled to [0, 1]; path methods' maps are logit-sized
+    assert not torch.allclose(first, second, rtol=1e-3, atol=1e-3 * scale)
+
+
+class PooledConvNet(nn.Module):
+    """Conv → ReLU (`features`, at image size) → global average pooling → linear: the gradient of
+    logit c w.r.t. A_kij is W_ck / (h·w) at every position."""
+
+    num_classes = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def test_liftcam_by_hand() -> None:
+    """w_k = Σ_ij A_kij · W_ck / (h·w) = W_ck · mean(A_k); map = ReLU(Σ_k w_k A_k), min-max scaled.
+    Grad-CAM's weights here are W_ck / (h·w) alone: a map the LIFT-CAM formula must not give."""
+    torch.manual_seed(0)
+    net = PooledConvNet()
+    model = ExplainedModel(net, mean=(0.0,) * 3, std=(1.0,) * 3, image_size=16)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    classes = torch.tensor([0, 2])
+    with torch.no_grad():
+        activations = net.features(images)
+    weights = net.fc.weight[classes] * activations.mean((2, 3))
+    expected = (weights[:, :, None, None] * activations).sum(1).clamp(min=0)
+    expected = expected - expected.amin((1, 2), keepdim=True)
+    expected = expected / expected.amax((1, 2), keepdim=True)
+    maps = create_method("liftcam", model, target_layer="features")(images, classes)
+    torch.testing.assert_close(maps, expected, rtol=0, atol=1e-6)
+    gradcam_maps = create_method("gradcam", model, target_layer="features")(images, classes)
+    assert (gradcam_maps - expected).abs().amax() > 0.05
+
+
+@pytest.mark.filterwarnings("ignore:Setting forward, backward hooks and attributes on non-linear:UserWarning")
+def test_liftcam_weights_are_deeplift_contributions_after_a_resnet_layer4(cnn: ExplainedModel, batch) -> None:
+    """The official LIFT-CAM code's weights: captum's DeepLift on the network after `layer4` (pooling
+    and the linear classifier) from an all-zero reference, summed over positions."""
+    from captum.attr import DeepLift
+
+    class Head(nn.Module):
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            return cnn.model.forward_head(features)
+
+    images, classes = batch
+    with torch.enable_grad():
+        activations = cnn.model.forward_features(cnn.normalize(images)).detach().requires_grad_(True)
+        scores = cnn.model.forward_head(activations).gather(1, classes[:, None])
+        (grads,) = torch.autograd.grad(scores.sum(), activations)
+        contributions = DeepLift(Head()).attribute(activations, torch.zeros_like(activations), target=classes)
+    cam = gradcam.LibLiftCAM(cnn, [cnn.model.layer4])
+    try:
+        weights = cam.get_cam_weights(images, cnn.model.layer4, [], activations.detach().numpy(), grads.numpy())
+    finally:
+        cam.activations_and_grads.release()
+    expected = contributions.detach().sum((2, 3))
+    torch.testing.assert_close(torch.from_numpy(weights), expected, rtol=1e-4, atol=1e-6)
+
+
 def test_ig_internal_batch_matches_one_pass(vit: ExplainedModel, batch) -> None:
     images, classes = batch
     chunked = create_method("ig", vit, n_steps=8, internal_batch_size=2)(images, classes)
     torch.testing.assert_close(chunked, create_method("ig", vit, n_steps=8)(images, classes))
+
+
+class AffineModel(nn.Module):
+    """Logits W·x + b of the flattened input: the gradient of logit c is W_c at every point."""
+
+    num_classes = 3
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * size * size, self.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def test_path_methods_on_an_affine_model() -> None:
+    """With f_c(x) = w·x + b in pixel space (w = W_c / std, per channel), from the black image:
+    IG = x ⊙ w, and IDGI = w ⊙ w · (w·x) / ||w||² (every step's gradient is w, its change w·Δx)."""
+    torch.manual_seed(0)
+    std = torch.tensor([0.25, 0.5, 1.0], dtype=torch.float64)
+    model = ExplainedModel(AffineModel(8), mean=(0.5,) * 3, std=std.tolist(), image_size=8).double()
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    classes = torch.tensor([0, 2, 1])
+    w = model.model.fc.weight.detach()[classes].view(3, 3, 8, 8) / std[:, None, None]
+    ig = create_method("ig", model, n_steps=8).attributions(images, classes)
+    idgi = create_method("idgi", model, n_steps=8, internal_batch_size=5).attributions(images, classes)
+    along = (w * images).sum((1, 2, 3)) / w.square().sum((1, 2, 3))
+    # Captum's quadrature weights are float32 (they sum to 1 within 2⁻²⁶ ≈ 1.5e-8), IDGI's path is
+    # float64 (u = 1.1e-16: logits differenced over 192 terms lose ~1e-13 relative); a wrong path,
+    # step or direction is off by far more than either tolerance.
+    torch.testing.assert_close(ig, images * w, rtol=1e-7, atol=0)
+    torch.testing.assert_close(idgi, w.square() * along[:, None, None, None], rtol=1e-9, atol=1e-15)
+
+
+def idgi_one_by_one(model: ExplainedModel, image: torch.Tensor, target: int, n: int) -> torch.Tensor:
+    """The paper's Algorithm 1 as its official code writes it, one image and one point at a time."""
+    gradients, values = [], []
+    for i in range(n + 1):
+        point = (image * i / n).requires_grad_(True)
+        value = model(point[None])[0, target]
+        gradients.append(torch.autograd.grad(value, point)[0])
+        values.append(value.detach())
+    steps = [values[i + 1] - values[i] for i in range(n)]  # the last gradient is not used
+    return sum(g.square() * step / g.square().sum() for g, step in zip(gradients, steps, strict=False))
+
+
+@pytest.mark.parametrize("internal_batch_size", [None, 1, 5, 7])
+def test_idgi_is_algorithm_1_and_complete_on_a_nonlinear_cnn(internal_batch_size: int | None, batch) -> None:
+    """Batched over images and points, in chunks that split paths (24 jobs): the same as the plain
+    loop, and the attributions sum to f_c(x) − f_c(black) (float64)."""
+    torch.manual_seed(0)
+    model = ExplainedModel(PooledConvNet(), mean=(0.5,) * 3, std=(0.25,) * 3, image_size=64).double()
+    images, classes = batch[0].double(), batch[1] % PooledConvNet.num_classes
+    method = create_method("idgi", model, n_steps=8, internal_batch_size=internal_batch_size)
+    attributions = method.attributions(images, classes)
+    expected = torch.stack(
+        [idgi_one_by_one(model, image, c, 8) for image, c in zip(images, classes.tolist(), strict=True)]
+    )
+    # float64: the two differ by ~1e-16 of the largest value (float32 would by ~3e-7)
+    torch.testing.assert_close(attributions, expected, rtol=0, atol=1e-12 * expected.abs().max().item())
+    with torch.no_grad():
+        logits = model(torch.cat([images, torch.zeros_like(images[:1])]))
+    change = logits[:3].gather(1, classes[:, None])[:, 0] - logits[3, classes]
+    # Each segment's directions sum to 1 within ~P·u (P = 12,288 values, u = 1.1e-16): ≤ 1e-12 of the
+    # logits' size (measured: 6e-17), where float32 rounding alone misses by ~4e-8 of it and IG on
+    # the same 8 steps by ~3e-3.
+    scale = logits.abs().max().item()
+    torch.testing.assert_close(attributions.sum((1, 2, 3)), change, rtol=0, atol=1e-10 * scale)
+    assert torch.equal(method(images, classes), attributions.abs().sum(1))
+
+
+def test_idgi_runs_on_igs_steps() -> None:
+    """Reported beside IG: the same steps and chunk size, so the same cost per image."""
+    ig, idgi = (OmegaConf.load(CONF_DIR / f"{name}.yaml") for name in ("ig", "idgi"))
+    assert (idgi.n_steps, idgi.internal_batch_size) == (ig.n_steps, ig.internal_batch_size)
 
 
 def test_rise_is_seeded(vit: ExplainedModel, batch) -> None:
