@@ -49,7 +49,9 @@ export PYTHONUNBUFFERED=1
 if [ "$SMOKE" = 1 ]; then
     MODE="smoke (CPU, tiny models at 32 px: checks the steps run, measures nothing)"
     DEVICE=cpu
-    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+    # One thread: tiny models gain nothing from more, and on 2 shared cores (load average 7-8) the
+    # smoke run took 488 s with 2 threads against 114 s with 1.
+    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
     # torch.compile's inductor takes minutes per model on 2 cores: trace with aot_eager instead
     # (dynamo and AOT autograd as on the GPU, no code generation), where torch knows the variable.
     export TORCH_COMPILE_OVERRIDE_BACKENDS="${TORCH_COMPILE_OVERRIDE_BACKENDS:->=0:aot_eager}"
