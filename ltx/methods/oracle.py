@@ -30,6 +30,7 @@ class GroundTruthMask(Method):
     """The key object's ground-truth mask, graded by signed distance (see the module)."""
 
     needs = ("mask",)
+    model_independent = True
 
     def explain(self, images: torch.Tensor, classes: torch.Tensor, *, mask: torch.Tensor) -> torch.Tensor:
         masks = (mask[:, 0] if mask.dim() == 4 else mask).detach().cpu().numpy() > 0

@@ -15,6 +15,8 @@ class RandomMap(Method):
     """Uniform noise, seeded per image from `seed` and the image's pixels: the same image gets the
     same map in any batch, order, process or resumed run."""
 
+    model_independent = True
+
     def __init__(self, model: ExplainedModel, seed: int = 0) -> None:
         super().__init__(model)
         self.seed = seed
