@@ -330,7 +330,7 @@ def explain(args: argparse.Namespace) -> list[dict[str, Any]]:
     from ltx.lit.explain import ExplainModule
     from ltx.methods.ltx import degeneracy_flag, degeneracy_warning, degenerate_masks
     from ltx.models.zoo import Settings, load_state, read_checkpoint
-    from ltx.progress import track
+    from ltx.progress import work_bar
     from ltx.report import explanations_index
     from ltx.stages.pretrain import new_explainer
     from ltx.store import save_tensors, write_json
@@ -374,18 +374,20 @@ def explain(args: argparse.Namespace) -> list[dict[str, Any]]:
              "pretrain": "--pretrain-steps instead of --explainer" if args.explainer else
              f"--pretrain-steps, now {args.pretrain_steps}", "masking": "--set masking=blur or mean"}
     loader = DataLoader(dataset, batch_size=args.batch_size)
-    for batch in track(loader, f"finetuning {len(dataset)} images, {args.batch_size} at a time",
-                       disable=args.quiet or None):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        result = module.predict_step(batch)
-        with torch.no_grad():
-            probs = explained(batch["image"]).softmax(-1).cpu()
-            hidden = explained(masking.baseline(batch["image"])).argmax(-1).cpu()  # the whole image masked
-        for i, (index, kind) in enumerate(zip(batch["index"].tolist(), degenerate_masks(result["maps"]))):
-            records.append(save_explanation(out, stems[index], paths[index], result["maps"][i].cpu(),
-                                            probs[i], int(result["classes"][i]), names, args.top_k,
-                                            explained.name, kind, kind and degeneracy_flag(kind, fixes)))
-            records[-1]["fully_masked_class"] = int(hidden[i])
+    with work_bar(ltx.work(len(dataset)) or 0, f"finetuning {len(dataset)} images (instance steps)",
+                  disable=args.quiet or None) as advance:
+        ltx.progress = advance
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            result = module.predict_step(batch)
+            with torch.no_grad():
+                probs = explained(batch["image"]).softmax(-1).cpu()
+                hidden = explained(masking.baseline(batch["image"])).argmax(-1).cpu()  # the whole image masked
+            for i, (index, kind) in enumerate(zip(batch["index"].tolist(), degenerate_masks(result["maps"]))):
+                records.append(save_explanation(out, stems[index], paths[index], result["maps"][i].cpu(),
+                                                probs[i], int(result["classes"][i]), names, args.top_k,
+                                                explained.name, kind, kind and degeneracy_flag(kind, fixes)))
+                records[-1]["fully_masked_class"] = int(hidden[i])
     warning = degeneracy_warning([r["degenerate"] for r in records], fixes,
                                  [r["fully_masked_class"] == r["class"] for r in records])
     if warning:
