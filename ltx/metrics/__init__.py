@@ -3,7 +3,8 @@
 Every metric: `create_metric(name, model, **kwargs)`, then
 `update(images, saliency, labels, gt_masks=None)` per batch and `compute()` at the end.
 Perturbation metrics (`pos`, `neg`, `ins`, `del`, `ins_rise`, `del_rise`, and ROAD's
-`road_morf_acc`, `road_lerf_acc`, `road_morf_prob`, `road_lerf_prob`) need the model and
+`road_morf_acc`, `road_lerf_acc`, `road_morf_prob`, `road_lerf_prob`, and the contrastive
+`contrastive_pos`, `contrastive_neg`, `contrastive_ins`, `contrastive_del`) need the model and
 ignore `gt_masks`; localization metrics (`pointing_game`, `energy_pointing_game`, `gt_auroc`)
 need `gt_masks` and ignore the model, the images and the labels. Each class carries `name`,
 `higher_is_better` and a one-line `description`. A `PerturbationSuite` updates several metrics
@@ -17,6 +18,14 @@ from typing import Any
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from ltx.metrics.contrastive import (
+    CONTRASTIVE_METRICS,
+    ContrastiveCurve,
+    ContrastiveDeletion,
+    ContrastiveInsertion,
+    ContrastiveNegative,
+    ContrastivePositive,
+)
 from ltx.metrics.localization import EnergyPointingGame, LocalizationMetric, MaskAUROC, PointingGame
 from ltx.metrics.perturbation import (
     PAPER_METRICS,
@@ -43,6 +52,7 @@ PERTURBATION_METRICS: dict[str, type[PerturbationCurve]] = {**PAPER_METRICS, **R
 METRICS: dict[str, type[Metric]] = {
     **PERTURBATION_METRICS,
     **ROAD_METRICS,
+    **CONTRASTIVE_METRICS,
     **{cls.name: cls for cls in (PointingGame, EnergyPointingGame, MaskAUROC)},
 }
 
@@ -72,8 +82,14 @@ def per_image_auc(model: nn.Module, images: Tensor, saliency: Tensor, labels: Te
 
 
 __all__ = [
+    "CONTRASTIVE_METRICS",
     "METRICS",
     "PERTURBATION_METRICS",
+    "ContrastiveCurve",
+    "ContrastiveDeletion",
+    "ContrastiveInsertion",
+    "ContrastiveNegative",
+    "ContrastivePositive",
     "Deletion",
     "DeletionRISE",
     "EnergyPointingGame",
