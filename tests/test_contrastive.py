@@ -3,6 +3,8 @@ read by the loss, the methods and the metrics, each checked where the answer is 
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -17,10 +19,12 @@ from ltx.methods.gradients import _attribute
 from ltx.methods.ltx import LTX
 from ltx.metrics import PerturbationSuite, create_metric
 from ltx.models.explainer import Masks, build_explainer
+from ltx.pipeline import prepare_data
 from ltx.stages.checks import check_config
-from ltx.stages.evaluate import build_metrics
+from ltx.stages.evaluate import Evaluation, build_metrics, evaluate
+from ltx.stages.explain import explain_instances
 from ltx.store import MapKey, MapStore, SavedMaps
-from tests.helpers import compose_config, tiny_explained
+from tests.helpers import compose_config, tiny_explained, tiny_vit
 
 CONTRASTIVE = ["contrastive_pos", "contrastive_neg", "contrastive_ins", "contrastive_del"]
 
@@ -240,3 +244,22 @@ def test_config_composes_with_the_contrastive_class_modes(cnn):
         check_config(compose_config(["class_modes=[runner_up]"]))
     with pytest.raises(ValueError, match="contrast_class"):
         check_config(compose_config(["contrast_class=-1"]))
+
+
+def test_a_run_explains_pairs_with_the_methods_that_can_and_skips_the_others(tmp_path, caplog):
+    overrides = tiny_vit("explain.num_images=4", "class_modes=[predicted,contrastive]", "method=[saliency,rollout]",
+                         "eval=contrastive", f"paths.output_dir={tmp_path}")
+    cfg = compose_config([o for o in overrides if not o.startswith("method.ltx.")])
+    _, instances = prepare_data(cfg)
+    explained, store = tiny_explained("ltx_textures_vit"), MapStore(tmp_path / "maps")
+    with caplog.at_level(logging.INFO, logger="ltx.stages.explain"):
+        explain_instances(cfg, store, "vit", explained, {mode: (None, None) for mode in cfg.class_modes}, instances)
+    assert sorted(map(str, store.keys())) == ["vit/rollout/predicted", "vit/saliency/contrastive",
+                                              "vit/saliency/predicted"]
+    assert "maps vit/rollout/contrastive: skipped" in caplog.text
+    pairs = store.load(MapKey("vit", "saliency", "contrastive"))["classes"]
+    assert pairs.shape == (4, 2) and (pairs[:, 0] != pairs[:, 1]).all()
+    result = Evaluation()
+    evaluate(cfg, store, "vit", explained, instances, result)
+    scored = {(row["method"], row["class_mode"], row["metric"]) for row in result.rows}
+    assert {(m, c, n) for m, c in [("saliency", "contrastive"), ("rollout", "predicted")] for n in CONTRASTIVE} <= scored
