@@ -97,3 +97,27 @@ def explanation_figure(path: Path, image: np.ndarray, saliency: np.ndarray, titl
     axes[3].set_xlim(0, 1)
     axes[3].set_title("top classes (probability)", fontsize=9)
     _save(fig, path)
+
+
+def sanity_plot(path: Path, rows: list[dict], backbone: str, threshold: float) -> None:
+    """The model-randomisation check of one backbone (`ltx.sanity`): Spearman correlation with the
+    original maps against the randomised depth, one panel per check (cascading, independent), one
+    line per method, the pass threshold dashed."""
+    checks = [c for c in ("cascading", "independent") if any(r["check"] == c for r in rows)]
+    if not checks:
+        return
+    fig, axes = plt.subplots(1, len(checks), figsize=(5.5 * len(checks), 3.8), squeeze=False, sharey=True)
+    for ax, check in zip(axes[0], checks):
+        mine = [r for r in rows if r["check"] == check]
+        layers = {r["depth"]: r["layer"] for r in mine}
+        for method in dict.fromkeys(r["method"] for r in mine):
+            points = sorted((r["depth"], r["spearman"]) for r in mine if r["method"] == method)
+            ax.plot(*zip(*points), marker=".", label=method)
+        ax.axhline(threshold, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_xticks(sorted(layers), [layers[d] for d in sorted(layers)], rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"{check} randomisation (from the top)" if check == "cascading" else
+                     "independent randomisation (one group)", fontsize=9)
+        ax.set_ylabel("Spearman ρ with the original maps", fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(backbone, fontsize=10)
+    _save(fig, path)

@@ -20,6 +20,8 @@ to know of a method, it declares, the same for every method:
   class). LTX: never, it has one explainer per class mode.
 - `uses_explainer`: the method is built with the run's pretrained `explainer`, its `masking` and
   `loss` besides the model (LTX).
+- `model_independent`: the map does not depend on the explained model (random, the oracle): the
+  sanity checks (`ltx.sanity`), which recompute maps on randomised models, leave it out.
 - `networks()`: the modules it computes with, which the adapter moves between devices.
 """
 
@@ -73,6 +75,8 @@ class Method(ABC):
     uses_explainer: ClassVar[bool] = False
     #: explains pairs (c, c′) as well as classes (`ltx.classes`); False: refused in contrastive class modes
     contrastive: ClassVar[bool] = False
+    #: the map does not depend on the model (random, oracle): left out of the sanity checks
+    model_independent: ClassVar[bool] = False
 
     def __init__(self, model: ExplainedModel) -> None:
         self.check_applicable(model)

@@ -33,6 +33,7 @@ class GroundTruthMask(Method):
 
     needs = ("mask",)
     contrastive = True
+    model_independent = True
 
     def explain(self, images: torch.Tensor, classes: torch.Tensor, *, mask: torch.Tensor) -> torch.Tensor:
         masks = (mask[:, 0] if mask.dim() == 4 else mask).detach().cpu().numpy() > 0

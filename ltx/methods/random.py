@@ -17,6 +17,7 @@ class RandomMap(Method):
     ones included: it ignores the class by design."""
 
     contrastive = True
+    model_independent = True
 
     def __init__(self, model: ExplainedModel, seed: int = 0) -> None:
         super().__init__(model)
