@@ -4,8 +4,10 @@
 
 For every backbone and method with maps in both class modes (a run of `+experiment=contrastive`), on
 the images both explain: the mean Spearman rank correlation between an image's two maps (1: the
-same ranking, so the same removal curves), the overlap (IoU) of their top-decile pixels, and, on data
-with ground-truth masks, the share of each map's top decile that lies on the key object. Only the
+same ranking, so the same removal curves) and their SSIM, as the sanity checks compute them
+(`ltx.stages.sanity.map_similarity`: a constant map correlates 0 with any other; `constant` counts
+the images where either map is), the overlap (IoU) of their top-decile pixels, and, on data with
+ground-truth masks, the share of each map's top decile that lies on the key object. Only the
 images whose contrastive pair explains the pointwise class (c the same) count. Prints a markdown
 table and writes contrastive_maps.md into the run directory.
 """
@@ -15,13 +17,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
-from scipy.stats import spearmanr
 
 from ltx.models.explainer import upsample_to_image
 from ltx.pipeline import prepare_data
+from ltx.stages.sanity import map_similarity
 from ltx.store import MapKey, MapStore, atomic_write
 
 TOP = 0.1  # the share of a map's pixels called its top
@@ -36,15 +37,14 @@ def top_pixels(maps: torch.Tensor) -> torch.Tensor:
 
 
 def compare(pointwise: torch.Tensor, contrastive: torch.Tensor, objects: torch.Tensor | None) -> dict[str, float]:
-    """Mean over images of ρ (left out where a map is constant: `constant` counts them), the
-    top-decile IoU and (with `objects`, (N, H·W) bool) each top's share on the object."""
-    constant = [bool(a.min() == a.max() or b.min() == b.max()) for a, b in zip(pointwise, contrastive)]
-    rho = [spearmanr(a.flatten().numpy(), b.flatten().numpy()).statistic
-           for a, b, flat in zip(pointwise, contrastive, constant) if not flat]
+    """Over images: ρ (mean and lowest), SSIM, how many have a constant map, the top-decile IoU and
+    (with `objects`, (N, H·W) bool) each top's share on the object."""
+    rho, ssim = map_similarity(pointwise, contrastive)
+    constant = ((pointwise.flatten(1).std(1) == 0) | (contrastive.flatten(1).std(1) == 0)).sum()
     top_a, top_b = top_pixels(pointwise), top_pixels(contrastive)
     iou = (top_a & top_b).sum(1) / (top_a | top_b).sum(1)
-    row = {"images": len(pointwise), "constant": sum(constant), "rho": float(np.mean(rho)),
-           "rho_min": float(np.min(rho)), "top_iou": float(iou.mean())}
+    row = {"images": len(pointwise), "constant": int(constant), "rho": float(rho.mean()), "rho_min": float(rho.min()),
+           "ssim": float(ssim.mean()), "top_iou": float(iou.mean())}
     if objects is not None:
         row["object_pointwise"] = float(((top_a & objects).sum(1) / top_a.sum(1)).mean())
         row["object_contrastive"] = float(((top_b & objects).sum(1) / top_b.sum(1)).mean())
@@ -81,7 +81,7 @@ def collect(run_dir: Path, pointwise_mode: str, contrastive_mode: str) -> list[d
 
 
 def markdown(rows: list[dict[str, object]]) -> str:
-    columns = [c for c in ("images", "constant", "rho", "rho_min", "top_iou", "object_pointwise", "object_contrastive")
+    columns = [c for c in ("images", "constant", "rho", "rho_min", "ssim", "top_iou", "object_pointwise", "object_contrastive")
                if any(c in r for r in rows)]
     lines = ["| backbone | method | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
     for r in rows:
