@@ -36,15 +36,16 @@ def top_pixels(maps: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(flat, dtype=torch.bool).scatter_(1, order, True)
 
 
-def compare(pointwise: torch.Tensor, contrastive: torch.Tensor, objects: torch.Tensor | None) -> dict[str, float]:
+def compare(pointwise: torch.Tensor, contrastive: torch.Tensor,
+            objects: torch.Tensor | None) -> dict[str, float]:
     """Over images: ρ (mean and lowest), SSIM, how many have a constant map, the top-decile IoU and
     (with `objects`, (N, H·W) bool) each top's share on the object."""
     rho, ssim = map_similarity(pointwise, contrastive)
     constant = ((pointwise.flatten(1).std(1) == 0) | (contrastive.flatten(1).std(1) == 0)).sum()
     top_a, top_b = top_pixels(pointwise), top_pixels(contrastive)
     iou = (top_a & top_b).sum(1) / (top_a | top_b).sum(1)
-    row = {"images": len(pointwise), "constant": int(constant), "rho": float(rho.mean()), "rho_min": float(rho.min()),
-           "ssim": float(ssim.mean()), "top_iou": float(iou.mean())}
+    row = {"images": len(pointwise), "constant": int(constant), "rho": float(rho.mean()),
+           "rho_min": float(rho.min()), "ssim": float(ssim.mean()), "top_iou": float(iou.mean())}
     if objects is not None:
         row["object_pointwise"] = float(((top_a & objects).sum(1) / top_a.sum(1)).mean())
         row["object_contrastive"] = float(((top_b & objects).sum(1) / top_b.sum(1)).mean())
@@ -81,8 +82,8 @@ def collect(run_dir: Path, pointwise_mode: str, contrastive_mode: str) -> list[d
 
 
 def markdown(rows: list[dict[str, object]]) -> str:
-    columns = [c for c in ("images", "constant", "rho", "rho_min", "ssim", "top_iou", "object_pointwise", "object_contrastive")
-               if any(c in r for r in rows)]
+    names = ("images", "constant", "rho", "rho_min", "ssim", "top_iou", "object_pointwise", "object_contrastive")
+    columns = [c for c in names if any(c in r for r in rows)]
     lines = ["| backbone | method | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
     for r in rows:
         cells = [f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "–")) for c in columns]

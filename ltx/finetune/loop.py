@@ -231,7 +231,7 @@ class Finetuner(nn.Module):
         one_image, one_class = images[:1], classes[:1]
 
         def run(b: int) -> None:
-            copies = one_class.expand(b, *one_class.shape[1:]).contiguous()  # a class or a pair (c, c′) each
+            copies = one_class.expand(b, *one_class.shape[1:]).contiguous()  # a class, or a pair (c, c′)
             self.finetune_together(one_image.expand(b, -1, -1, -1).contiguous(), copies, 1, eager=True)
 
         self.auto_probe = largest_fitting_batch(run, images.device, memory_budget=self.settings.memory_budget,

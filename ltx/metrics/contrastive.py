@@ -40,12 +40,12 @@ class ContrastiveCurve(PaperCurve):
 
     validity_required = False
 
-    def __init__(self, model: nn.Module, *, contrast: int | None = None, fractions: Sequence[float] | None = None,
-                 chunk_size: int = 256, **kwargs: Any) -> None:
+    def __init__(self, model: nn.Module, *, contrast: int | None = None,
+                 fractions: Sequence[float] | None = None, chunk_size: int = 256, **kwargs: Any) -> None:
         super().__init__(model, fractions=fractions, chunk_size=chunk_size, **kwargs)
         if self.fractions[0] != 0.0:
-            raise ValueError(f"{self.name}: fractions must start at 0.0 (the clean image, where c′ is read), "
-                             f"got {self.fractions}")
+            raise ValueError(f"{self.name}: fractions must start at 0.0 (the clean image, where c′ is "
+                             f"read), got {self.fractions}")
         self.contrast = contrast
 
     def scored_classes(self, images: Tensor, labels: Tensor, logits: Tensor) -> Tensor:
@@ -64,14 +64,17 @@ class ContrastiveNegative(ContrastiveCurve, NegativePerturbation):
 
 class ContrastiveInsertion(ContrastiveCurve, Insertion):
     name = "contrastive_ins"
-    description = "two-class probability of c vs c′, least salient pixels blacked out first (AUC ×100, higher is better)"
+    description = ("two-class probability of c vs c′, least salient pixels blacked out first "
+                   "(AUC ×100, higher is better)")
 
 
 class ContrastiveDeletion(ContrastiveCurve, Deletion):
     name = "contrastive_del"
-    description = "two-class probability of c vs c′, most salient pixels blacked out first (AUC ×100, lower is better)"
+    description = ("two-class probability of c vs c′, most salient pixels blacked out first "
+                   "(AUC ×100, lower is better)")
 
 
 CONTRASTIVE_METRICS: dict[str, type[ContrastiveCurve]] = {
-    cls.name: cls for cls in (ContrastivePositive, ContrastiveNegative, ContrastiveInsertion, ContrastiveDeletion)
+    cls.name: cls
+    for cls in (ContrastivePositive, ContrastiveNegative, ContrastiveInsertion, ContrastiveDeletion)
 }

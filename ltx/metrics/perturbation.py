@@ -70,9 +70,9 @@ class PerturbationCurve(Metric):
     `update(images, saliency, labels, gt_masks=None)` (the signature of every `ltx` metric;
     `gt_masks` is ignored here): images (B, 3, H, W) in [0, 1], saliency (B, h, w) or
     (B, 1, h, w) of any dtype and scale, labels (B,) ground-truth classes, or pairs (B, 2) (c, c′)
-    scored as c against c′ (`ltx.classes`: LTX's selection in a contrastive class mode). It is `curves` then
-    `update_curves`, which adds per-image curves computed earlier (a caller that has scored an
-    image with the same map already need not score it again). `compute()` is the AUC (mean of
+    scored as c against c′ (`ltx.classes`: LTX's selection in a contrastive class mode). It is
+    `curves` then `update_curves`, which adds per-image curves computed earlier (a caller that has
+    scored an image with the same map already need not score it again). `compute()` is the AUC (mean of
     per-image AUCs, which equals the AUC of the mean curve); `compute_curve()` the mean curve;
     `compute_per_image()` the per-image AUCs in update order.
 

@@ -105,7 +105,8 @@ def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: Ex
                           and is_contrastive(mode) == is_contrastive(class_mode)
                           and store.setting(MapKey(name, method_name, mode)) == setting), None)
             reuse = SavedMaps(store, other) if other and method.reuse_across_class_modes else None
-            module = ExplainModule(method, class_mode=class_mode, contrast=cfg.get("contrast_class"), reuse=reuse)
+            module = ExplainModule(method, class_mode=class_mode, contrast=cfg.get("contrast_class"),
+                                   reuse=reuse)
             log.info("maps %s: %d instances (%d already saved)", key, len(todo), len(ids) - len(todo))
             seed_stage(cfg, "explain", str(key))
             writer = MapWriter(store, key, setting)
