@@ -1,14 +1,17 @@
-"""Benchmark: the paper suite (POS, NEG, INS, DEL) against its floor, the model's forward passes.
+"""Benchmark: each metric suite against its floor, the model's forward passes.
 
-For each model, in one run on the same model and images, prints
-- suite: time of the four metrics' `PerturbationSuite.update` on N images (ranks, perturbed
-  inputs, forwards, scores, state), per image;
-- floor: time of the suite's forward passes alone (`PerturbationSuite.passes_per_run`: one run
-  per removal order, POS/DEL and NEG/INS, so 2 · N · 10 images) through the model, chunked the
-  same way (per run), from one pre-built tensor of perturbed inputs;
+Suites (`--suites`): `paper` (POS, NEG, INS, DEL: conf/eval/paper.yaml) and `continuous`
+(sufficiency, necessity at their default T = 11: conf/eval/continuous.yaml). For each model and
+suite, in one run on the same model and images, prints
+- suite: time of the suite's `PerturbationSuite.update` on N images (ranks or blend weights,
+  perturbed inputs, forwards, scores, state), per image;
+- floor: time of the suite's forward passes alone (`PerturbationSuite.passes_per_run`: paper, one
+  run per removal order, POS/DEL and NEG/INS, so 2 · N · 10 images; continuous, one run per
+  metric, 2 · N · 11) through the model, chunked the same way (per run), from one pre-built
+  tensor of perturbed inputs;
 - their ratio (goal: ≤ 1.15).
 
-    python experiments/bench_metrics.py --models tiny_vit vit_base --images 64 4
+    python experiments/bench_metrics.py --models tiny_vit vit_base --images 64 4 --suites paper continuous
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from collections.abc import Callable
 import timm
 import torch
 
-from ltx.metrics import Deletion, Insertion, NegativePerturbation, PerturbationSuite, PositivePerturbation
+from ltx.metrics import PerturbationSuite, create_metric
 from ltx.models.explained import ExplainedModel
 
-SUITE = (PositivePerturbation, NegativePerturbation, Insertion, Deletion)
+#: the metrics of each benchmarked suite (conf/eval/NAME.yaml), built with their default settings
+SUITES = {"paper": ("pos", "neg", "ins", "del"), "continuous": ("sufficiency", "necessity")}
 MODELS = ("tiny_vit", "vit_base")
 
 
@@ -49,14 +53,16 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def bench(name: str, num_images: int, chunk_size: int, device: torch.device, repeats: int, seed: int) -> None:
+def bench(name: str, suite_name: str, num_images: int, chunk_size: int, device: torch.device, repeats: int,
+          seed: int) -> None:
     torch.manual_seed(seed)
     model = build(name).to(device)
     size = model.image_size
     images = torch.rand(num_images, 3, size, size, device=device)
     maps = torch.rand(num_images, size // 8, size // 8, device=device)
     labels = model.predict(images)  # curves then start at 1, as for a trained model's correct images
-    suite = PerturbationSuite({cls.name: cls(model, chunk_size=chunk_size).to(device) for cls in SUITE})
+    suite = PerturbationSuite({metric: create_metric(metric, model, chunk_size=chunk_size).to(device)
+                               for metric in SUITES[suite_name]})
     passes = suite.passes_per_run(size, size)
     # The floor's inputs: as many (image, step) inputs as the suite's runs have, built once,
     # outside the timing.
@@ -82,8 +88,9 @@ def bench(name: str, num_images: int, chunk_size: int, device: torch.device, rep
         suite_s = min(suite_s, timed(update, device))
     values = "  ".join(f"{name}={float(value):.2f}" for name, value in suite.compute().items())
     forwards = len(inputs)
-    print(f"{name:9s} {size}px  N={num_images:<4d} chunk={chunk_size:<4d} forwards={forwards:<6d}"
-          f" suite {1e3 * suite_s / num_images:10.3f} ms/img  floor {1e3 * floor_s / num_images:10.3f} ms/img"
+    print(f"{name:9s} {suite_name:10s} {size}px  N={num_images:<4d} chunk={chunk_size:<4d}"
+          f" forwards={forwards:<6d} suite {1e3 * suite_s / num_images:10.3f} ms/img"
+          f"  floor {1e3 * floor_s / num_images:10.3f} ms/img"
           f"  ratio {suite_s / floor_s:.3f}   ({values})")
 
 
@@ -94,6 +101,8 @@ def main() -> None:
     parser.add_argument("--images", nargs="+", type=int, default=[64, 4],
                         help="images per model (one value for all, or one per model)")
     parser.add_argument("--chunk-size", type=int, default=256, help="max images per forward pass")
+    parser.add_argument("--suites", nargs="+", default=list(SUITES), choices=list(SUITES),
+                        help="the suites to time, each against its own floor, one after the other per model")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best is kept)")
     parser.add_argument("--seed", type=int, default=0)
@@ -102,7 +111,8 @@ def main() -> None:
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
     for name, count in zip(args.models, counts):
-        bench(name, count, args.chunk_size, device, args.repeats, args.seed)
+        for suite_name in args.suites:
+            bench(name, suite_name, count, args.chunk_size, device, args.repeats, args.seed)
 
 
 if __name__ == "__main__":

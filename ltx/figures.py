@@ -4,6 +4,7 @@ per explained image."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -75,9 +76,12 @@ def curve_fractions(steps: int) -> list[float]:
 
 
 def explanation_figure(path: Path, image: np.ndarray, saliency: np.ndarray, title: str,
-                       top: list[tuple[str, float]], explained: str) -> None:
-    """Image, map over the image, what the mask keeps (m·x), the top classes (the explained one in colour)."""
+                       top: list[tuple[str, float]], explained: str, flag: str | None = None) -> None:
+    """Image, map over the image, what the mask keeps (m·x), the top classes (the explained one in colour);
+    `flag` (a degenerate mask and what to change) in red above them all."""
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.1]})
+    if flag:
+        fig.suptitle(textwrap.fill(flag, 170), color="tab:red", fontsize=10)
     axes[0].imshow(image)
     axes[0].set_title(title, fontsize=9)
     axes[1].imshow(image)

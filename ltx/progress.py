@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -39,12 +40,25 @@ def quiet() -> bool:
     return os.environ.get("LTX_QUIET", "").strip().lower() in {"1", "true", "yes"} or rank_zero_only.rank > 0
 
 
+def _progress(disable: bool | None) -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    return Progress(*columns, console=console, disable=quiet() if disable is None else disable)
+
+
 def track(items: Iterable[T], description: str, total: int | None = None, *,
           disable: bool | None = None) -> Iterator[T]:
     """Yield `items` while a bar shows done/total, elapsed time and ETA (`disable=None`: `quiet()`)."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=quiet() if disable is None else disable) as bar:
+    with _progress(disable) as bar:
         yield from bar.track(items, total=total, description=description)
+
+
+@contextmanager
+def work_bar(total: int, description: str, *, disable: bool | None = None) -> Iterator[Callable[[int], None]]:
+    """A bar over `total` units of work (e.g. finetuning steps of all instances) that the caller
+    advances by n with the yielded `advance(n)`, for work that no loop of ours iterates."""
+    with _progress(disable) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)

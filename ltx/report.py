@@ -131,6 +131,8 @@ def outline(rows: list[dict[str, Any]], info: dict[str, Any],
         validity = info.get("benchmark_validity", {}).get(backbone)
         if validity:
             blocks += validity_blocks(validity)
+        blocks += [("p", f"Degenerate masks, {key}: {warning}.") for key, warning in
+                   info.get("degenerate_masks", {}).items() if key.startswith(f"{backbone}/")]
         for mode in modes:
             table = _table(rows, backbone, mode, info.get("unranked"))
             if table.cells:
@@ -296,12 +298,13 @@ def explanations_index(path: Path, records: list[dict[str, Any]], header: str) -
     """index.html of `ltx explain`: a card per image (its figure beside the page, links to the raw maps)."""
     cards = []
     for r in records:
+        flag = f" · <b>degenerate mask: {html.escape(r['degenerate'])}</b>" if r.get("degenerate") else ""
         files = " · ".join(f'<a href="{html.escape(r[k])}">{k}</a>' for k in ("safetensors", "npy"))
         cards.append(
             f'<div class="card"><a href="{html.escape(r["figure"])}"><img src="{html.escape(r["figure"])}" '
             f'alt="{html.escape(r["image"])}"></a><div><b>{html.escape(Path(r["image"]).name)}</b> '
             f'({r["width"]}×{r["height"]}): class {r["class"]} <i>{html.escape(r["class_name"])}</i>, '
-            f'p = {r["probability"]:.3f}, mask area {r["mask_area"]:.0%}</div>'
+            f'p = {r["probability"]:.3f}, mask area {r["mask_area"]:.0%}{flag}</div>'
             f'<div class="meta">{html.escape(r["image"])} · raw map: {files}</div></div>')
     body = (f"<h1>LTX explanations</h1><p class=meta>{html.escape(header)}</p>"
             f"<div class=cards>{''.join(cards)}</div>")

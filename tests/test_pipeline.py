@@ -120,6 +120,7 @@ def test_an_image_size_the_black_box_was_not_built_for_fails_before_any_work(tmp
 
 @pytest.mark.parametrize("overrides, named", [
     (["eval=shapes"], "eval.metrics: pointing_game"),
+    (["backbone=custom"], "eval.metrics: pointing_game"),  # a user's model on their folder, the default eval
     (["eval=paper", "method=[ltx,gt_mask]"], "method: gt_mask"),
     (["eval=paper", "+eval.references=[gt_mask]"], "eval.references: gt_mask"),
 ])

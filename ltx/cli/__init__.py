@@ -47,6 +47,20 @@ def _class_option(text: str) -> int | str:
     return _number(int, 0)(text)
 
 
+def _model_arg(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE`, the value read as a YAML scalar (64 → int, 0.1 → float, true → bool, null → None)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (a timm.create_model argument), got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not a YAML scalar (quote a string)") \
+            from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltx", description="LTX explanations of image classifiers")
     commands = parser.add_subparsers(dest="command_name", required=True)
@@ -67,6 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the timm architecture of a --model checkpoint that does not name it")
     ex.add_argument("--num-classes", type=_number(int, 1), metavar="N",
                     help="classes of the model (default: the checkpoint's classifier, else timm's default)")
+    model = ex.add_argument_group(
+        "how the model was trained",
+        "What a checkpoint written by `ltx.run` says in its metadata; for any other, the architecture's timm "
+        "defaults (224 px and ImageNet statistics for most) unless given here. Given here, they win over the "
+        "metadata (with a warning where they differ).")
+    model.add_argument("--image-size", type=_number(int, 1), metavar="N",
+                       help="the input size in px the model was trained at: images are resized to N x N")
+    model.add_argument("--norm", metavar="imagenet|inception|none",
+                       help="the normalisation of its [0, 1] inputs: ImageNet's mean/std, Inception's "
+                            "(0.5/0.5) or none (mean 0, std 1)")
+    model.add_argument("--mean", type=float, nargs="+", metavar="M",
+                       help="explicit per-channel mean (1 or 3 values, with --std) instead of --norm")
+    model.add_argument("--std", type=_number(float, 0, inclusive=False), nargs="+", metavar="S",
+                       help="explicit per-channel std (1 or 3 values, with --mean)")
+    model.add_argument("--model-arg", dest="model_args", type=_model_arg, action="append", default=[],
+                       metavar="KEY=VALUE",
+                       help="a timm.create_model argument the model was built with, the value read as YAML, "
+                            "e.g. --model-arg img_size=64 --model-arg patch_size=8 (repeatable)")
     ex.add_argument("--explainer", metavar="CKPT",
                     help="a pretrained explainer (.safetensors, as `ltx.run` writes under explainers/ or "
                          "`ltx explain` as explainer.safetensors)")

@@ -14,6 +14,7 @@ import logging
 import math
 import tempfile
 from collections.abc import Sequence
+from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from ltx.masking import Masking
     from ltx.models.explained import ExplainedModel
     from ltx.models.explainer import Explainer
+    from ltx.models.zoo import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +53,103 @@ def writable_folder(out: Path) -> Path:
     return out
 
 
+#: the options that set each field of a model's spec (`ltx.models.zoo.ModelSpec`), for the warnings
+SPEC_OPTIONS = {"name": "--arch", "image_size": "--image-size", "mean": "--norm/--mean",
+                "std": "--norm/--std", "model_kwargs": "--model-arg"}
+MODEL_SETTINGS = dict(name="--model / --arch", weights="--model /path/to/model.safetensors --arch NAME",
+                      image_size="--image-size N", model_kwargs="--model-arg KEY=VALUE")
+
+
+def given_spec(args: argparse.Namespace) -> ModelSpec:
+    """What the options say of the model: --arch, --image-size, --norm or --mean/--std, --model-arg
+    (None where they say nothing); checked before any work."""
+    from ltx.models.zoo import NORMALISATIONS, ModelSpec
+
+    mean, std = args.mean, args.std
+    if args.norm is not None:
+        if args.norm not in NORMALISATIONS:
+            raise ValueError(f"unknown --norm {args.norm!r}: choose {', '.join(NORMALISATIONS)}, or give "
+                             "--mean and --std.")
+        if mean is not None or std is not None:
+            raise ValueError("give --norm or --mean/--std, not both.")
+        mean, std = NORMALISATIONS[args.norm]
+    if (mean is None) != (std is None):
+        raise ValueError("--mean and --std go together: give both (or --norm imagenet|inception|none).")
+    for option, values in (("--mean", mean), ("--std", std)):
+        if values is not None and len(values) not in (1, 3):
+            raise ValueError(f"{option} takes 1 value (every channel) or 3 (R G B), got {len(values)}.")
+    return ModelSpec(name=args.arch, image_size=args.image_size,
+                     mean=None if mean is None else tuple(mean) * (3 // len(mean)),
+                     std=None if std is None else tuple(std) * (3 // len(std)),
+                     model_kwargs=dict(args.model_args) or None)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-6) for x, y in zip(a, b))
+    return a == b
+
+
+def merged_spec(given: ModelSpec, saved: ModelSpec, source: Path) -> ModelSpec:
+    """The options where given, else the checkpoint's metadata; an option that contradicts the
+    metadata wins, with a one-line warning (model arguments: key by key)."""
+    values: dict[str, Any] = {}
+    conflicts: list[tuple[str, str]] = []
+    for field in fields(given):
+        mine, theirs = getattr(given, field.name), getattr(saved, field.name)
+        option = SPEC_OPTIONS[field.name]
+        if field.name == "model_kwargs":
+            mine, theirs = mine or {}, theirs or {}
+            values[field.name] = {**theirs, **mine} or None
+            conflicts += [(f"{option} {key}={value}", f"{key}={theirs[key]}") for key, value in mine.items()
+                          if key in theirs and theirs[key] != value]
+        else:
+            values[field.name] = theirs if mine is None else mine
+            if mine is not None and theirs is not None and not _same(mine, theirs):
+                conflicts.append((f"{option} {_shown(mine)}", f"{field.name} {_shown(theirs)}"))
+    for option, metadata in conflicts:
+        log.warning("%s overrides the checkpoint's metadata (%s, in %s)", option, metadata, source.name)
+    return replace(given, **values)
+
+
+def _shown(value: Any) -> str:
+    return " ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
+
+
 def load_model(args: argparse.Namespace) -> ExplainedModel:
-    """The explained model: a timm name (hub weights) or a checkpoint (its metadata or --arch names it)."""
-    import timm
+    """The explained model: a timm name (hub weights) or a checkpoint, built and fed as its metadata
+    (as `ltx.run` writes it) and the options say, else with the architecture's timm defaults (said in
+    a warning: a model trained at another size or normalisation would be explained wrongly)."""
+    from ltx.models.zoo import (
+        Settings,
+        check_input_size,
+        checkpoint_spec,
+        create_network,
+        default_image_size,
+        wrap,
+    )
 
-    from ltx.models.zoo import Settings, checkpoint_architecture, create_network, wrap
-
-    settings = Settings(name="--model / --arch", weights="--model /path/to/model.safetensors --arch NAME")
+    settings = Settings(**MODEL_SETTINGS)
     path = Path(args.model).expanduser()
-    if path.suffix in CHECKPOINT_SUFFIXES or path.is_file():
-        arch = args.arch or checkpoint_architecture(path, settings)
-        if not arch:
-            raise ValueError(f"checkpoint {path} does not name its architecture: add --arch NAME (a timm "
-                             "model name, e.g. resnet50).")
-        network = create_network(arch, num_classes=args.num_classes, weights=str(path), settings=settings)
-    else:
-        arch = args.model
-        network = create_network(arch, num_classes=args.num_classes, weights="hub", settings=settings)
-    image_size = int(timm.data.resolve_model_data_config(network)["input_size"][-1])
-    return wrap(network, name=arch, image_size=image_size)
+    given = given_spec(args)
+    checkpoint = path.suffix in CHECKPOINT_SUFFIXES or path.is_file()
+    spec = (merged_spec(given, checkpoint_spec(path, settings), path) if checkpoint
+            else replace(given, name=args.model))
+    if not spec.name:
+        raise ValueError(f"checkpoint {path} does not name its architecture: add --arch NAME (a timm "
+                         "model name, e.g. resnet50).")
+    network = create_network(spec.name, num_classes=args.num_classes,
+                             weights=str(path) if checkpoint else "hub", settings=settings,
+                             **(spec.model_kwargs or {}))
+    image_size = spec.image_size or default_image_size(network)
+    check_input_size(network, image_size, settings)
+    explained = wrap(network, name=spec.name, image_size=image_size, mean=spec.mean, std=spec.std)
+    if checkpoint and None in (spec.image_size, spec.mean):
+        mean, std = (_shown(tuple(stat.flatten().tolist())) for stat in (explained.mean, explained.std))
+        log.warning("%s does not say how the model was trained: explaining %d px inputs normalised with mean "
+                    "%s, std %s (timm's defaults for %s); if it was trained otherwise, give --image-size and "
+                    "--norm (or --mean/--std)", path.name, image_size, mean, std, spec.name)
+    return explained
 
 
 def class_names(explained: ExplainedModel, labels_file: Path | None) -> list[str]:
@@ -194,8 +274,11 @@ def pretrain(cfg: DictConfig, explained: ExplainedModel, explainer: Explainer, m
 
 
 def save_explanation(out: Path, stem: str, path: Path, saliency: torch.Tensor, probs: torch.Tensor,
-                     explained_class: int, names: list[str], top_k: int, model_name: str) -> dict[str, Any]:
-    """One image's map at its own size (.safetensors, .npy) and figure (.png); returns its index record."""
+                     explained_class: int, names: list[str], top_k: int, model_name: str,
+                     degenerate: str | None, flag: str | None) -> dict[str, Any]:
+    """One image's map at its own size (.safetensors, .npy) and figure (.png); returns its index record.
+    `degenerate`: the kind of degenerate mask it is (`ltx.methods.ltx.degenerate_masks`), flagged on the
+    figure with `flag`."""
     import torch
     from torch.nn import functional as F
 
@@ -209,8 +292,8 @@ def save_explanation(out: Path, stem: str, path: Path, saliency: torch.Tensor, p
                          align_corners=False)[0, 0].clamp(0, 1).cpu()
     record = {"image": str(path), "width": width, "height": height, "class": explained_class,
               "class_name": names[explained_class], "probability": float(probs[explained_class]),
-              "mask_area": float(full.mean()), "figure": f"{stem}.png", "safetensors": f"{stem}.safetensors",
-              "npy": f"{stem}.npy"}
+              "mask_area": float(full.mean()), "degenerate": degenerate, "figure": f"{stem}.png",
+              "safetensors": f"{stem}.safetensors", "npy": f"{stem}.npy"}
     save_tensors(out / record["safetensors"], {"map": full, "model_input_map": saliency},
                  metadata={"image": str(path), "class": str(explained_class), "model": model_name})
 
@@ -222,7 +305,7 @@ def save_explanation(out: Path, stem: str, path: Path, saliency: torch.Tensor, p
     values, indices = torch.topk(probs, min(top_k, len(probs)))
     top = [(names[int(i)], float(v)) for v, i in zip(values, indices)]
     explanation_figure(out / record["figure"], image, full.numpy(), f"{path.name} ({width}×{height})", top,
-                       names[explained_class])
+                       names[explained_class], flag=flag)
     return record
 
 
@@ -245,6 +328,7 @@ def explain(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     from ltx.data.folder import ImageFiles, find_images
     from ltx.lit.explain import ExplainModule
+    from ltx.methods.ltx import degeneracy_flag, degeneracy_warning, degenerate_masks
     from ltx.models.zoo import Settings, load_state, read_checkpoint
     from ltx.progress import track
     from ltx.report import explanations_index
@@ -286,6 +370,9 @@ def explain(args: argparse.Namespace) -> list[dict[str, Any]]:
     module = ExplainModule(ltx, class_mode=class_mode).to(device)
     stems = unique_stems(paths)
     records: list[dict[str, Any]] = []
+    fixes = {"mask_weight": f"--mask-weight (now {cfg.loss.mask_weight:g})",
+             "pretrain": "--pretrain-steps instead of --explainer" if args.explainer else
+             f"--pretrain-steps, now {args.pretrain_steps}", "masking": "--set masking=blur or mean"}
     loader = DataLoader(dataset, batch_size=args.batch_size)
     for batch in track(loader, f"finetuning {len(dataset)} images, {args.batch_size} at a time",
                        disable=args.quiet or None):
@@ -293,14 +380,20 @@ def explain(args: argparse.Namespace) -> list[dict[str, Any]]:
         result = module.predict_step(batch)
         with torch.no_grad():
             probs = explained(batch["image"]).softmax(-1).cpu()
-        for i, index in enumerate(batch["index"].tolist()):
+            hidden = explained(masking.baseline(batch["image"])).argmax(-1).cpu()  # the whole image masked
+        for i, (index, kind) in enumerate(zip(batch["index"].tolist(), degenerate_masks(result["maps"]))):
             records.append(save_explanation(out, stems[index], paths[index], result["maps"][i].cpu(),
                                             probs[i], int(result["classes"][i]), names, args.top_k,
-                                            explained.name))
+                                            explained.name, kind, kind and degeneracy_flag(kind, fixes)))
+            records[-1]["fully_masked_class"] = int(hidden[i])
+    warning = degeneracy_warning([r["degenerate"] for r in records], fixes,
+                                 [r["fully_masked_class"] == r["class"] for r in records])
+    if warning:
+        log.warning(warning)
     explained_class = "the predicted class" if label < 0 else f"class {label} ({names[label]})"
     header = (f"{explained.name} · explains {explained_class} · {origin} · finetuned {ltx.settings.steps} "
               f"steps per image · {datetime.now():%Y-%m-%d %H:%M}")
-    write_json(out / "explanations.json", {"header": header, "images": records})
+    write_json(out / "explanations.json", {"header": header, "degenerate": warning, "images": records})
     explanations_index(out / "index.html", records, header)
     log.info("%d explanations written to %s (open %s)", len(records), out, out / "index.html")
     return records

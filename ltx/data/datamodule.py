@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import lightning as L
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from ltx.data.folder import LAYOUT, ImageFolderDataset, find_classes
@@ -22,6 +23,20 @@ from ltx.data.textures import TexturesDataset
 
 SPLITS = ("train", "val", "test")
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+def backbone_image_size(*, _root_: DictConfig) -> int:
+    """`${ltx.backbone_image_size:}`: the image size the run's backbones take, so that data read from
+    disk (conf/data/imagenet.yaml) is resized to what the explained model was trained at unless
+    `data.image_size` is set."""
+    sizes = {name: spec.image_size for name, spec in _root_.backbone.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"the backbones take images of different sizes ({sizes}): run them separately, or "
+                         "set data.image_size=N and each backbone's image_size to N.")
+    return int(next(iter(sizes.values())))
+
+
+OmegaConf.register_new_resolver("ltx.backbone_image_size", backbone_image_size, replace=True)
 
 
 class _SplitDataModule(L.LightningDataModule, ABC):

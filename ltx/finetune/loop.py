@@ -133,23 +133,27 @@ class Finetuner(nn.Module):
         return auc if select_by == "pos" else -auc
 
     @torch.enable_grad()  # also under `trainer.predict`, which runs without grad
-    def finetune(self, images: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
+    def finetune(self, images: torch.Tensor, classes: torch.Tensor, *,
+                 advance: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
         """Finetune one copy per image; returns `maps` (B, H, W), the selected `step`, its `loss`, and
         `failed` (a non-finite loss stopped that instance; its map and loss are NaN). Maps and losses
         have the images' dtype (float64 images and a float64 engine, `.double()`: a float64 run).
 
-        The images are finetuned `instance_batch_size` at a time (all together if None)."""
+        The images are finetuned `instance_batch_size` at a time (all together if None); `advance(n)`
+        is told of each step of n instances (a progress bar's)."""
         size = self.resolve_instance_batch_size(images, classes)
         steps = self.settings.steps
         if len(images) <= size:
-            return self.finetune_together(images, classes, steps)
-        parts = [self.finetune_together(i, c, steps) for i, c in zip(images.split(size), classes.split(size))]
+            return self.finetune_together(images, classes, steps, advance=advance)
+        parts = [self.finetune_together(i, c, steps, advance=advance)
+                 for i, c in zip(images.split(size), classes.split(size))]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     @torch.enable_grad()
-    def finetune_together(self, images: torch.Tensor, classes: torch.Tensor, steps: int, *,
-                          eager: bool = False) -> dict[str, torch.Tensor]:
-        """Finetune B copies on B images together (one instance batch) for `steps` steps."""
+    def finetune_together(self, images: torch.Tensor, classes: torch.Tensor, steps: int, *, eager: bool = False,
+                          advance: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
+        """Finetune B copies on B images together (one instance batch) for `steps` steps; `advance(B)`
+        after each (the steps an early stop skips: at the end)."""
         s = self.settings
         batch, device, size = images.shape[0], images.device, tuple(images.shape[-2:])
         plan = self.plan
@@ -196,6 +200,10 @@ class Finetuner(nn.Module):
                         if t.grad is not None:
                             t.grad[failed] = 0
                 optimizer.step()
+            if advance is not None and step < steps:
+                advance(batch)
+        if advance is not None and step < steps:  # stopped early: the skipped steps are done too
+            advance(batch * (steps - step))
         best_maps[failed] = float("nan")
         best_loss[failed] = float("nan")
         return {"maps": best_maps, "step": best_step, "loss": best_loss, "failed": failed}

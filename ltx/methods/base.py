@@ -77,6 +77,8 @@ class Method(ABC):
     contrastive: ClassVar[bool] = False
     #: the map does not depend on the model (random, oracle): left out of the sanity checks
     model_independent: ClassVar[bool] = False
+    #: called with the units of `work` done as they are done, set by whoever shows the progress
+    progress: Callable[[int], None] | None = None
 
     def __init__(self, model: ExplainedModel) -> None:
         self.check_applicable(model)
@@ -100,6 +102,11 @@ class Method(ABC):
         if is_contrastive(class_mode) and not cls.contrastive:
             raise MethodNotApplicable(f"method {cls.name!r} explains a class, not a class against another: "
                                       f"class mode {class_mode!r} needs a contrastive method.")
+
+    def work(self, num_images: int) -> int | None:
+        """Units of work for `num_images` images, for a progress bar finer than batches (LTX: its
+        finetuning steps, one batch of images taking minutes); None: a batch is the unit."""
+        return None
 
     def networks(self) -> list[nn.Module]:
         """The modules the method computes with, for a wrapper to move between devices (Lightning)."""

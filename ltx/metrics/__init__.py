@@ -2,11 +2,12 @@
 
 Every metric: `create_metric(name, model, **kwargs)`, then
 `update(images, saliency, labels, gt_masks=None)` per batch and `compute()` at the end.
-Perturbation metrics (`pos`, `neg`, `ins`, `del`, `ins_rise`, `del_rise`, and ROAD's
-`road_morf_acc`, `road_lerf_acc`, `road_morf_prob`, `road_lerf_prob`, and the contrastive
-`contrastive_pos`, `contrastive_neg`, `contrastive_ins`, `contrastive_del`) need the model and
-ignore `gt_masks`; localization metrics (`pointing_game`, `energy_pointing_game`, `gt_auroc`)
-need `gt_masks` and ignore the model, the images and the labels. Each class carries `name`,
+Perturbation metrics (`pos`, `neg`, `ins`, `del`, `ins_rise`, `del_rise`, ROAD's
+`road_morf_acc`, `road_lerf_acc`, `road_morf_prob`, `road_lerf_prob`, the contrastive
+`contrastive_pos`, `contrastive_neg`, `contrastive_ins`, `contrastive_del`, and the continuous
+blends `sufficiency`, `necessity`) need the model and ignore `gt_masks`; localization metrics
+(`pointing_game`, `energy_pointing_game`, `gt_auroc`) need `gt_masks` and ignore the model, the
+images and the labels. Each class carries `name`,
 `higher_is_better` and a one-line `description`. A `PerturbationSuite` updates several metrics
 together, with one set of forward passes for the perturbation metrics that perturb alike.
 """
@@ -26,6 +27,7 @@ from ltx.metrics.contrastive import (
     ContrastiveNegative,
     ContrastivePositive,
 )
+from ltx.metrics.continuous import CONTINUOUS_METRICS, BlendCurve, Necessity, Sufficiency
 from ltx.metrics.localization import EnergyPointingGame, LocalizationMetric, MaskAUROC, PointingGame
 from ltx.metrics.perturbation import (
     PAPER_METRICS,
@@ -47,12 +49,13 @@ from ltx.metrics.road import (
 )
 from ltx.metrics.suite import PerturbationSuite
 
-#: the removal curves of the paper and of RISE (ROAD's are in ROAD_METRICS)
+#: the removal curves of the paper and of RISE (ROAD's are in ROAD_METRICS, the blends in CONTINUOUS_METRICS)
 PERTURBATION_METRICS: dict[str, type[PerturbationCurve]] = {**PAPER_METRICS, **RISE_METRICS}
 METRICS: dict[str, type[Metric]] = {
     **PERTURBATION_METRICS,
     **ROAD_METRICS,
     **CONTRASTIVE_METRICS,
+    **CONTINUOUS_METRICS,
     **{cls.name: cls for cls in (PointingGame, EnergyPointingGame, MaskAUROC)},
 }
 
@@ -84,6 +87,7 @@ def per_image_auc(model: nn.Module, images: Tensor, saliency: Tensor, labels: Te
 __all__ = [
     "CONTRASTIVE_METRICS",
     "METRICS",
+    "BlendCurve",
     "PERTURBATION_METRICS",
     "ContrastiveCurve",
     "ContrastiveDeletion",
@@ -97,6 +101,7 @@ __all__ = [
     "InsertionRISE",
     "LocalizationMetric",
     "MaskAUROC",
+    "Necessity",
     "NegativePerturbation",
     "PaperCurve",
     "PerturbationCurve",
@@ -109,6 +114,7 @@ __all__ = [
     "ROADLeRFProbability",
     "ROADMoRFAccuracy",
     "ROADMoRFProbability",
+    "Sufficiency",
     "create_metric",
     "per_image_auc",
 ]

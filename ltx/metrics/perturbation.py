@@ -3,7 +3,9 @@
 All metrics share one engine (`PerturbationCurve`): a map is turned into per-pixel ranks once,
 and every (image, step) input of a batch is built as `where(rank < k_step, finish, start)` and
 sent through the model in chunks of `chunk_size` images (a run). A subclass only says which order
-to use, what "start" and "finish" are, how many pixels each step changes and how a step is scored.
+to use, what "start" and "finish" are, how many pixels each step changes and how a step is scored
+(a blend, `ltx.metrics.continuous`, also replaces the ranks by per-pixel weights and the `where`
+by a linear blend).
 Metrics whose runs would be the same (their `plan`: POS and DEL, NEG and INS, a ROAD order's
 accuracy and probability) share one when evaluated together (`ltx.metrics.suite.PerturbationSuite`);
 a metric used alone makes its own.
@@ -14,6 +16,9 @@ a metric used alone makes its own.
   (Petsiuk et al. 2018).
 - `road_*` (`ltx.metrics.road.ROADCurve`): the paper's curves with removed pixels imputed
   (ROAD, Rong et al. 2022); it overrides `perturbed_inputs` and `run_settings`.
+- `sufficiency`, `necessity` (`ltx.metrics.continuous.BlendCurve`): the image blended towards
+  the paper's black baseline in proportion to the normalised map or its complement, at
+  intensities t ∈ [0, 1]; it overrides `pixel_positions`, `step_masks` and `perturbed_inputs`.
 
 The explained model maps images in [0, 1] (N, 3, H, W) to logits (N, C) and normalises
 internally; metrics only call it, under `torch.inference_mode()`. Computation runs on the
@@ -55,6 +60,18 @@ def saliency_ranks(saliency: Tensor, size: tuple[int, int], *, descending: bool)
     return torch.empty_like(order, dtype=torch.int32).scatter_(1, order, positions)
 
 
+def evenly_spaced(num_points: int) -> Tensor:
+    """x_i = i / (n − 1), i = 0, …, n − 1, (n,) float64, each correctly rounded (0 and 1 exact):
+    the x positions of a curve whose points split [0, 1] evenly."""
+    return torch.arange(num_points, dtype=torch.float64) / (num_points - 1)
+
+
+def job_rows(tensor: Tensor, image: Tensor) -> Tensor:
+    """The rows of `tensor` (B, ...) for jobs of images `image` (n,); a tensor of batch size 1
+    broadcasts to every job as it is."""
+    return tensor if tensor.shape[0] == 1 else tensor[image]
+
+
 def check_batch(images: Tensor, saliency: Tensor, labels: Tensor) -> None:
     """Images (B, C, H, W), saliency with batch size B, labels (B,) or pairs (B, 2), or a ValueError."""
     if images.dim() != 4:
@@ -82,7 +99,7 @@ class PerturbationCurve(Metric):
 
     name: ClassVar[str]
     description: ClassVar[str]
-    #: True: the most salient pixels are perturbed first.
+    #: True: the most salient pixels are perturbed first (a blend: most).
     descending: ClassVar[bool]
     #: "hit" (top-1 == class; for a pair, c ahead of c′) or "prob" (softmax probability of the class;
     #: for a pair, the two-class one): `ltx.classes.class_hit`, `class_probability`.
@@ -117,7 +134,7 @@ class PerturbationCurve(Metric):
     # --- what subclasses define ------------------------------------------------------------------
 
     def schedule(self, height: int, width: int) -> Tensor:
-        """How many pixels are perturbed at each step, (S,) int64."""
+        """Each step's level (S,): how many pixels it perturbs (int64; a blend: its intensity t)."""
         raise NotImplementedError
 
     def schedule_x(self, num_points: int) -> Tensor:
@@ -128,6 +145,17 @@ class PerturbationCurve(Metric):
         """(start, finish): a step shows `finish` on its perturbed pixels and `start` elsewhere.
         Each has batch size B or 1 (broadcast)."""
         raise NotImplementedError
+
+    def pixel_positions(self, saliency: Tensor, size: tuple[int, int]) -> Tensor:
+        """What a step's level is compared with, per pixel (B, H·W), computed once per map: here
+        its rank in this metric's order (`saliency_ranks`)."""
+        return saliency_ranks(saliency, size, descending=self.descending)
+
+    def step_masks(self, positions: Tensor, levels: Tensor) -> Tensor:
+        """What n jobs perturb (n, H·W), from their images' `pixel_positions` (n, H·W) and their
+        steps' levels (n, 1) (`schedule`, in the positions' dtype): here the pixels ranked before
+        the step's count, bool."""
+        return positions < levels
 
     def scored_classes(self, images: Tensor, labels: Tensor, logits: Tensor) -> Tensor:
         """The class (B,), or pairs (B, 2), whose output is scored at every step; `logits` (B, S, C)
@@ -140,10 +168,13 @@ class PerturbationCurve(Metric):
 
     def plan(self, height: int, width: int) -> tuple:
         """What decides this metric's run on images H × W: the model, the order, the steps, the
-        endpoint and input methods, `run_settings()` and the chunk size (a float forward may round
-        differently by batch size). Metrics with equal plans make the same run of a batch."""
+        position, mask, endpoint and input methods, `run_settings()` and the chunk size (a float
+        forward may round differently by batch size). Metrics with equal plans make the same run
+        of a batch."""
+        cls = type(self)
         return (self.model, self.descending, tuple(self.schedule(height, width).tolist()),
-                type(self).endpoints, type(self).perturbed_inputs, self.run_settings(), self.chunk_size)
+                cls.pixel_positions, cls.step_masks, cls.endpoints, cls.perturbed_inputs, self.run_settings(),
+                self.chunk_size)
 
     # --- the engine --------------------------------------------------------------------------------
 
@@ -168,19 +199,19 @@ class PerturbationCurve(Metric):
         device = self._model_device(images)
         images = images.to(device)
         batch = images.shape[0]
-        ranks = saliency_ranks(saliency.to(device), (height, width), descending=self.descending)
-        counts = self.schedule(height, width).to(device, torch.int32)
-        steps = counts.numel()
+        positions = self.pixel_positions(saliency.to(device), (height, width))
+        levels = self.schedule(height, width).to(device, positions.dtype)
+        steps = levels.numel()
         start, finish = self.endpoints(images)
         # All (image, step) jobs, image-major, as flat per-job vectors sliced chunk by chunk: one
         # forward and a handful of kernels per chunk.
         job_image = torch.arange(batch, device=device).repeat_interleave(steps)
-        job_count = counts.repeat(batch)[:, None]
+        job_level = levels.repeat(batch)[:, None]
         outputs = []
         for begin in range(0, batch * steps, self.chunk_size):
             jobs = slice(begin, begin + self.chunk_size)
             image = job_image[jobs]
-            perturbed = (ranks[image] < job_count[jobs]).view(-1, 1, height, width)
+            perturbed = self.step_masks(positions[image], job_level[jobs]).view(-1, 1, height, width)
             outputs.append(self.model(self.perturbed_inputs(start, finish, image, perturbed)))
         return torch.cat(outputs)
 
@@ -196,7 +227,7 @@ class PerturbationCurve(Metric):
         """The inputs (n, C, H, W) of n jobs: job j is image `image[j]` of the batch with its
         `perturbed[j]` pixels (n, 1, H, W) bool showing `finish` and the others `start`."""
         inputs = start[image]
-        torch.where(perturbed, finish if finish.shape[0] == 1 else finish[image], inputs, out=inputs)
+        torch.where(perturbed, job_rows(finish, image), inputs, out=inputs)
         return inputs
 
     def curves(self, images: Tensor, saliency: Tensor, labels: Tensor) -> Tensor:

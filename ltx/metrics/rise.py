@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltx.metrics.perturbation import PerturbationCurve
+from ltx.metrics.perturbation import PerturbationCurve, evenly_spaced
 
 
 def rise_blur_kernel(size: int = 11, sigma: float = 5.0) -> Tensor:
@@ -60,7 +60,7 @@ class RISECurve(PerturbationCurve):
         return (torch.arange(num_steps + 1) * self.step).clamp(max=pixels)
 
     def schedule_x(self, num_points: int) -> Tensor:
-        return torch.arange(num_points, dtype=torch.float64) / (num_points - 1)
+        return evenly_spaced(num_points)
 
     def normalised_zero(self, images: Tensor) -> Tensor:
         return self.model.mean.to(images.device, images.dtype).reshape(1, -1, 1, 1)

@@ -20,6 +20,12 @@ from typing import Any
 import timm
 import torch
 from safetensors import SafetensorError, safe_open
+from timm.data import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    IMAGENET_INCEPTION_MEAN,
+    IMAGENET_INCEPTION_STD,
+)
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, ResNet
 from timm.layers import PatchEmbed
@@ -29,6 +35,7 @@ from torch import nn
 from ltx.data.shapes import SHAPE_CLASSES
 from ltx.data.textures import TEXTURE_CLASSES
 from ltx.models.explained import ExplainedModel
+from ltx.store import save_tensors
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +136,8 @@ class Settings:
 
     name: str = "backbone.name"
     weights: str = "backbone.weights=/path/to/model.safetensors (or hub, train, random)"
+    image_size: str = "backbone.image_size=N"
+    model_kwargs: str = "backbone.model_kwargs"
 
 
 CONFIG = Settings()
@@ -176,17 +185,70 @@ def read_checkpoint(path: str | Path,
     return state, metadata
 
 
-def checkpoint_architecture(path: str | Path, settings: Settings = CONFIG) -> str | None:
-    """The timm architecture a checkpoint names, if any: safetensors metadata `model` (as this project
-    writes it; read without loading the tensors) or a timm training checkpoint's `arch`."""
+#: input normalisation presets (`ltx explain --norm`): timm's ImageNet and Inception statistics, or none
+NORMALISATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+    "inception": (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD),
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What, besides its weights, it takes to rebuild a checkpoint's network and feed it as it was
+    trained: the timm architecture, its `timm.create_model` arguments, its input size and the
+    normalisation of its [0, 1] inputs. A checkpoint written by this project carries it in its
+    safetensors metadata (`metadata`), so it is read back instead of guessed from timm's defaults
+    for the architecture (224 px, ImageNet statistics), which a model trained otherwise gets wrong
+    silently. None: not known."""
+
+    name: str | None = None
+    image_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    model_kwargs: dict[str, Any] | None = None
+
+    def metadata(self) -> dict[str, str]:
+        """As safetensors metadata (strings only): `model` the architecture, the rest as JSON; mean and
+        std to float32's 7 digits, so that statistics read back from a model's buffers say 0.485."""
+        stats = {key: [float(f"{v:.7g}") for v in value]
+                 for key, value in (("mean", self.mean), ("std", self.std)) if value is not None}
+        fields = {"image_size": self.image_size, **stats, "model_kwargs": self.model_kwargs}
+        return {**({"model": self.name} if self.name else {}),
+                **{key: json.dumps(value) for key, value in fields.items() if value is not None}}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str], source: str | Path = "checkpoint") -> ModelSpec:
+        """The spec a checkpoint's metadata holds (`metadata`); keys it lacks stay None."""
+        try:
+            values = {key: json.loads(metadata[key]) for key in ("image_size", "mean", "std", "model_kwargs")
+                      if key in metadata}
+        except json.JSONDecodeError as err:
+            raise ValueError(f"checkpoint {source} has unreadable metadata ({err}): re-save it, or give the "
+                             "settings on the command line.") from None
+        return cls(name=metadata.get("model"), image_size=values.get("image_size"),
+                   mean=tuple(values["mean"]) if "mean" in values else None,
+                   std=tuple(values["std"]) if "std" in values else None,
+                   model_kwargs=values.get("model_kwargs"))
+
+
+def checkpoint_spec(path: str | Path, settings: Settings = CONFIG) -> ModelSpec:
+    """What a checkpoint says of its network (`ModelSpec`): safetensors metadata as this project writes
+    it (read without loading the tensors), or a timm training checkpoint's `arch`."""
     path = Path(path).expanduser()
     if path.suffix == ".safetensors" and path.is_file():
         try:
             with safe_open(str(path), framework="pt") as f:
-                return (f.metadata() or {}).get("model")
+                return ModelSpec.from_metadata(dict(f.metadata() or {}), path)
         except SafetensorError:
             pass  # read_checkpoint says what is wrong with the file
-    return read_checkpoint(path, settings)[1].get("model")
+    return ModelSpec.from_metadata(read_checkpoint(path, settings)[1], path)
+
+
+def save_network(path: Path, network: nn.Module, spec: ModelSpec) -> None:
+    """Write a network's weights with its spec as metadata, so `ltx explain --model PATH` needs no
+    --arch, --image-size or --norm."""
+    save_tensors(path, network.state_dict(), metadata=spec.metadata())
 
 
 def _listed(keys: list[str]) -> str:
@@ -212,8 +274,8 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | P
     mismatch = state_mismatch(model, state)
     if mismatch:
         raise ValueError(f"checkpoint {source} does not match the architecture {type(model).__name__}: "
-                         f"{mismatch}. Check {settings.name} and the number of classes against the "
-                         "checkpoint.")
+                         f"{mismatch}. Check {settings.name}, the number of classes and the model arguments "
+                         f"({settings.model_kwargs}, e.g. img_size) against the checkpoint.")
     model.load_state_dict(state)
 
 
@@ -261,6 +323,41 @@ def cache_key(spec: dict[str, Any], data: dict[str, Any]) -> str:
     """A short stable hash of everything that determines a locally trained black box."""
     blob = json.dumps({"backbone": spec, "data": data}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _built_size(network: nn.Module) -> tuple[int, int] | None:
+    """The input size a ViT is built for (`img_size`: its patch grid), None for a CNN."""
+    size = getattr(getattr(network, "patch_embed", None), "img_size", None)
+    return None if size is None else (int(size[0]), int(size[1]))
+
+
+def default_image_size(network: nn.Module) -> int:
+    """The input size a network is built for: a ViT's `img_size` (its explainer's patch grid), else the
+    size of timm's data config for the architecture (what its pretrained weights were trained at)."""
+    built = _built_size(network)
+    return built[-1] if built else int(timm.data.resolve_model_data_config(network)["input_size"][-1])
+
+
+def check_input_size(network: nn.Module, image_size: int, settings: Settings = CONFIG) -> None:
+    """Fail now, with the settings to change, if the network is not built for `image_size` px images (a
+    ViT built for another img_size: the explainers and attention methods read its patch grid) or
+    cannot take them (a CNN whose feature map would vanish), not deep inside pretraining."""
+    fix = (f"set {settings.image_size} to the size it was trained at, and build it for that size "
+           f"({settings.model_kwargs}, e.g. img_size for a ViT)")
+    built = _built_size(network)
+    if built is not None and built != (image_size, image_size):
+        raise ValueError(f"the model is built for {built[0]}x{built[1]} px images, not "
+                         f"{image_size}x{image_size}: {fix}.")
+    training = network.training
+    try:
+        with torch.no_grad():
+            device = next(network.parameters()).device
+            network.eval()(torch.zeros(1, 3, image_size, image_size, device=device))
+    except (RuntimeError, AssertionError, ValueError) as err:
+        raise ValueError(f"the model cannot take {image_size}x{image_size} px images ({_first_line(err)}): "
+                         f"{fix}.") from None
+    finally:
+        network.train(training)
 
 
 def wrap(network: nn.Module, *, name: str, image_size: int, mean: Any = None, std: Any = None) -> ExplainedModel:

@@ -15,9 +15,18 @@ from torch.utils.data import Dataset
 from ltx.lit import expected_lightning_warnings
 from ltx.lit.classifier import ClassifierModule
 from ltx.models.explained import ExplainedModel
-from ltx.models.zoo import WEIGHT_SOURCES, cache_key, create_network, load_weights, wrap
+from ltx.models.zoo import (
+    WEIGHT_SOURCES,
+    ModelSpec,
+    Settings,
+    cache_key,
+    check_input_size,
+    create_network,
+    load_weights,
+    save_network,
+    wrap,
+)
 from ltx.stages.runtime import loader, make_trainer, rank_zero_view, seed_stage, train_loader
-from ltx.store import save_tensors
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +34,25 @@ log = logging.getLogger(__name__)
 #: (`batch_size` is in configs saved before issue 15, which still find their black boxes)
 LOADER_KEYS = ("batch_size", "num_workers", "_target_")
 
+
+def backbone_settings(name: str) -> Settings:
+    """The config keys of backbone `name`, for errors that say what to set there."""
+    key = f"backbone.{name}"
+    return Settings(name=f"{key}.name",
+                    weights=f"{key}.weights=/path/to/model.safetensors (or hub, train, random)",
+                    image_size=f"{key}.image_size=N", model_kwargs=f"{key}.model_kwargs")
+
+
 def ensure_blackbox(cfg: DictConfig, name: str, spec: DictConfig, datamodule: L.LightningDataModule) -> ExplainedModel:
     """The explained model `name`: loaded (hub / file), random, or trained on the data once and cached."""
     if spec.image_size != datamodule.image_size:
         raise ValueError(f"backbone {name} expects {spec.image_size}px images but data.image_size is "
                          f"{datamodule.image_size}: set data.image_size={spec.image_size}.")
-    weights = str(spec.weights)
+    weights, settings = str(spec.weights), backbone_settings(name)
     network = create_network(spec.name, num_classes=datamodule.num_classes,
-                             weights="random" if weights == "train" else weights, **spec.model_kwargs)
+                             weights="random" if weights == "train" else weights, settings=settings,
+                             **(spec.model_kwargs or {}))
+    check_input_size(network, spec.image_size, settings)
     explained = wrap(network, name=name, image_size=spec.image_size, mean=spec.mean, std=spec.std)
     if weights != "train":
         return explained
@@ -62,7 +82,10 @@ def ensure_blackbox(cfg: DictConfig, name: str, spec: DictConfig, datamodule: L.
                     loader(cfg, datamodule.val_set, 256))
     explained.train(False).requires_grad_(False)
     if trainer.is_global_zero:
-        save_tensors(path, network.state_dict(), metadata={"model": spec.name})
+        kwargs = OmegaConf.to_container(spec.model_kwargs) if spec.model_kwargs else None
+        save_network(path, network, ModelSpec(
+            name=spec.name, image_size=spec.image_size, mean=tuple(explained.mean.flatten().tolist()),
+            std=tuple(explained.std.flatten().tolist()), model_kwargs=kwargs))
     return explained
 
 

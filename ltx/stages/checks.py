@@ -97,6 +97,7 @@ def check_ground_truth(cfg: DictConfig) -> None:
                if "mask" in getattr(get_class(conf.get("_target_", "builtins.object")), "needs", ())]
     wanted += [f"eval.references: {m}" for m in cfg.eval.get("references") or []]
     if wanted:
+        oracle = " and drop the oracle from method" if any(w.startswith("method") for w in wanted) else ""
         raise ValueError(f"{', '.join(wanted)} need ground-truth masks, which data={cfg.data._target_} does not "
-                         f"have: choose eval=paper (or another suite without them) and drop the oracle, or "
-                         f"data with masks (data=shapes).")
+                         f"have: choose eval=paper (or another suite without them){oracle}, or data with "
+                         f"masks (data=textures or shapes).")

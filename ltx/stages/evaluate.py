@@ -18,6 +18,7 @@ from torch.utils.data import Subset
 from torchmetrics import Metric
 
 from ltx.data import instance_ids
+from ltx.methods.ltx import degeneracy_warning, degenerate_masks
 from ltx.metrics import METRICS, create_metric
 from ltx.metrics.perturbation import PerturbationCurve
 from ltx.metrics.suite import PerturbationSuite
@@ -27,8 +28,9 @@ from ltx.progress import track
 from ltx.report import log_results, write_report
 from ltx.stages.blackbox import accuracy
 from ltx.stages.explain import unranked
+from ltx.stages.pretrain import explainer_methods
 from ltx.stages.runtime import loader, make_loggers, rank_zero_view, world
-from ltx.store import MapStore, metric_values, write_json, write_results
+from ltx.store import MapKey, MapStore, metric_values, write_json, write_results
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ class Evaluation:
     rows: list[dict[str, Any]] = field(default_factory=list)
     #: mean perturbation curves: (backbone, method, class_mode, metric) → values per step
     curves: dict[tuple[str, str, str, str], list[float]] = field(default_factory=dict)
+    #: map sets with degenerate masks (`ltx.methods.ltx.degenerate_masks`): str(MapKey) → the warning
+    degenerate: dict[str, str] = field(default_factory=dict)
     #: results.html, written by the first process (None on the others)
     report: Path | None = None
 
@@ -84,9 +88,12 @@ def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedMo
             continue
         # instances whose finetuning failed (non-finite loss) have NaN maps: counted, not evaluated
         failed = saved.get("failed", torch.zeros(len(saved["index"]), dtype=torch.bool)).bool()
-        num_failed = int(failed[[position[i] for i in ids]].sum())
+        members = [position[i] for i in ids]
+        num_failed = int(failed[members].sum())
         if num_failed:
             log.warning("maps %s: %d instances failed (non-finite loss), evaluated without them", key, num_failed)
+        if rank == 0:
+            flag_degenerate(cfg, key, saved["maps"][members][~failed[members]], result)
         suite = PerturbationSuite(build_metrics(cfg.eval, explained))
         batches = loader(cfg, instances, cfg.eval.batch_size, sampler=shard)
         reused = total = 0
@@ -108,6 +115,19 @@ def evaluate(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedMo
                                     metric=metric_name, value=value))
         for metric_name, metric in suite.curve_metrics.items():
             result.curves[(key.backbone, key.method, key.class_mode, metric_name)] = metric.compute_curve().tolist()
+
+
+def flag_degenerate(cfg: DictConfig, key: MapKey, maps: torch.Tensor, result: Evaluation) -> None:
+    """Warn about, and keep for the report, the degenerate masks of an LTX variant's map set (the
+    baselines' maps are not masks): the one definition `ltx explain` flags too."""
+    if key.method not in explainer_methods(cfg):
+        return
+    fixes = {"mask_weight": f"loss.mask_weight (now {cfg.loss.mask_weight:g})",
+             "pretrain": f"pretrain.epochs, now {cfg.pretrain.epochs}"}
+    warning = degeneracy_warning(degenerate_masks(maps), fixes)
+    if warning:
+        log.warning("maps %s: %s", key, warning)
+        result.degenerate[str(key)] = warning
 
 
 def update_batch(suite: PerturbationSuite, scored: ScoredCurves, indices: list[int], images: torch.Tensor,
@@ -162,7 +182,8 @@ def evaluate_and_report(cfg: DictConfig, models: dict[str, ExplainedModel], data
     for name, entry in validity.items():
         (log.info if entry["passed"] else log.warning)(describe(name, entry))
     info = {"blackbox_accuracy": accuracies, "benchmark_validity": validity, "unranked": unranked(cfg),
-            "settings": {str(k): store.setting(k) for k in store.keys()}}
+            "settings": {str(k): store.setting(k) for k in store.keys()},
+            "degenerate_masks": result.degenerate}
     write_json(run_dir / "run_info.json", info)
     result.report = write_report(run_dir, result.rows, result.curves, info, store, instances, list(models),
                                  num_examples=cfg.explain.grid_images)

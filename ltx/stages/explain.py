@@ -5,6 +5,8 @@ soon as it is done (`MapWriter`), so an interrupted run resumes with the instanc
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -20,6 +22,7 @@ from ltx.methods.base import METHODS, Method, MethodNotApplicable
 from ltx.metrics import PERTURBATION_METRICS
 from ltx.models.explained import ExplainedModel
 from ltx.models.explainer import Explainer
+from ltx.progress import work_bar
 from ltx.stages.runtime import loader, make_trainer, rank_zero_view, seed_stage
 from ltx.store import MapKey, MapStore, SavedMaps
 
@@ -77,6 +80,20 @@ def unranked(cfg: DictConfig) -> dict[str, str]:
     return reasons
 
 
+@contextmanager
+def showing_work(method: Method, description: str, num_images: int, enabled: bool) -> Iterator[None]:
+    """A progress bar over `method.work(num_images)` units, advanced by the method as it works."""
+    if not enabled:
+        yield
+        return
+    with work_bar(method.work(num_images) or 0, description) as advance:
+        method.progress = advance
+        try:
+            yield
+        finally:
+            method.progress = None
+
+
 def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: ExplainedModel,
                       explainers: dict[str, tuple[Explainer, Masking]], instances: Subset) -> None:
     ids = instance_ids(instances)
@@ -110,11 +127,14 @@ def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: Ex
             log.info("maps %s: %d instances (%d already saved)", key, len(todo), len(ids) - len(todo))
             seed_stage(cfg, "explain", str(key))
             writer = MapWriter(store, key, setting)
-            trainer = make_trainer(cfg, callbacks=[writer], inference_mode=False)
+            bars = cfg.trainer.get("enable_progress_bar", True)
+            own_bar = bars and method.work(len(todo)) is not None  # e.g. LTX: steps, not batches
+            trainer = make_trainer(cfg, callbacks=[writer], inference_mode=False, enable_progress_bar=bars and not own_bar)
             # Lightning's unrepeated sampler needs an instance per rank: a resumed run with fewer
             # left than ranks redoes a few saved ones (MapStore.load keeps one map per index).
             todo += [i for i, idx in enumerate(ids) if idx in done][:max(trainer.world_size - len(todo), 0)]
-            with expected_lightning_warnings():
+            share = -(-len(todo) // trainer.world_size)  # this process's instances (the bar is the first's)
+            with expected_lightning_warnings(), showing_work(method, f"maps {key}", share, own_bar):
                 trainer.predict(module, loader(cfg, Subset(instances, todo), cfg.explain.batch_size),
                                 return_predictions=False)
             if module.reused:

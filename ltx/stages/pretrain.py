@@ -18,6 +18,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig
 from safetensors.torch import load_file
+from torch.utils.data import Dataset, Subset
 
 from ltx.classes import is_contrastive
 from ltx.data import seeded_subset
@@ -103,6 +104,19 @@ def pretrain_callbacks(cfg: DictConfig, ckpt_dir: Path) -> dict[str, Callback]:
     return callbacks
 
 
+def pretraining_images(cfg: DictConfig, dataset: Dataset, count: str) -> Subset:
+    """A seeded subset of `dataset`: `pretrain.per_class` images of every class (the paper), else
+    `pretrain.<count>` images, or all of a smaller split (a user's own folder) with a warning."""
+    per_class = cfg.pretrain.get("per_class")
+    if per_class:
+        return seeded_subset(dataset, per_class=per_class, seed=cfg.seed)
+    wanted = cfg.pretrain[count]
+    if wanted > len(dataset):
+        log.warning("pretrain.%s=%d is more than the split's %d images: using all of them", count, wanted,
+                    len(dataset))
+    return seeded_subset(dataset, num_samples=min(wanted, len(dataset)), seed=cfg.seed)
+
+
 def pretrain_explainer(cfg: DictConfig, run_dir: Path, name: str, explained: ExplainedModel,
                        datamodule: L.LightningDataModule, class_mode: str) -> tuple[Explainer, Masking]:
     """Pretrain (or reload) the explainer of one backbone and class mode; the best epoch is kept.
@@ -124,11 +138,8 @@ def pretrain_explainer(cfg: DictConfig, run_dir: Path, name: str, explained: Exp
                  name, class_mode)
     else:
         module = pretrain_module(cfg, explained, explainer, masking, instantiate(cfg.loss), class_mode, validate=True)
-        per_class = p.get("per_class")
-        train = seeded_subset(datamodule.train_set, num_samples=None if per_class else p.num_train,
-                              per_class=per_class, seed=cfg.seed)
-        val = seeded_subset(datamodule.val_set, num_samples=None if per_class else p.num_val,
-                            per_class=per_class, seed=cfg.seed)
+        train = pretraining_images(cfg, datamodule.train_set, "num_train")
+        val = pretraining_images(cfg, datamodule.val_set, "num_val")
         # the schedule stays that of p.epochs, so stopping early keeps exactly the checkpoint a full
         # run keeps unless a later epoch would have beaten it
         callbacks = pretrain_callbacks(cfg, ckpt_dir)

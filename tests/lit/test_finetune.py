@@ -147,6 +147,22 @@ def test_instance_batch_size_splits_without_changing_the_maps():
     assert torch.allclose(together["maps"], split["maps"], atol=1e-5)
 
 
+@pytest.mark.parametrize("settings", [{"instance_batch_size": 2}, {"select_by": "pos", "stop_below": 101.0}])
+def test_progress_counts_every_instance_step_once(settings):
+    """The progress bar's units (`LTX.work`): one per instance and step, over instance batches, and
+    the steps an early stop skips (here every instance stops at step 0) reported when it stops."""
+    from tests.helpers import tiny_explained
+
+    module = _module(tiny_explained("ltx_shapes_resnet"), steps=3, **settings)
+    reported: list[int] = []
+    module.progress = reported.append
+    out = module.explanations(torch.rand(5, 3, 64, 64), torch.tensor([0, 1, 2, 3, 4]))
+    assert sum(reported) == module.work(5) == 15
+    assert len(reported) == (9 if "instance_batch_size" in settings else 1)
+    assert (out["step"] == (3 if "instance_batch_size" in settings else 0)).all()
+    assert _module(tiny_explained("ltx_shapes_resnet"), steps=0).work(5) is None  # pLTX: Lightning's batches
+
+
 def test_auto_instance_batch_size_fits_the_memory_budget():
     from tests.helpers import tiny_explained
 

@@ -16,7 +16,8 @@ from torch import nn
 from ltx.metrics import create_metric
 
 NAMES = ("pos", "neg", "ins", "del", "ins_rise", "del_rise", "pointing_game", "energy_pointing_game",
-         "gt_auroc", "road_morf_acc", "road_lerf_acc", "road_morf_prob", "road_lerf_prob")
+         "gt_auroc", "road_morf_acc", "road_lerf_acc", "road_morf_prob", "road_lerf_prob", "sufficiency",
+         "necessity")
 WORLD = 2
 SPLIT = 3  # rank 0 gets images [0, 3), rank 1 gets [3, 5): uneven on purpose
 

@@ -18,8 +18,10 @@ from ltx.metrics import (
     DeletionRISE,
     Insertion,
     InsertionRISE,
+    Necessity,
     NegativePerturbation,
     PositivePerturbation,
+    Sufficiency,
     create_metric,
     per_image_auc,
 )
@@ -28,6 +30,7 @@ from ltx.metrics.rise import rise_blur_kernel
 
 PAPER = (PositivePerturbation, NegativePerturbation, Insertion, Deletion)
 RISE = (InsertionRISE, DeletionRISE)
+BLEND = (Sufficiency, Necessity)  # their own tests: tests/metrics/test_continuous.py
 
 
 # --- an analytic model ------------------------------------------------------------------------------
@@ -277,7 +280,7 @@ def test_rise_blur_kernel_is_scipys() -> None:
     torch.testing.assert_close(rise_blur_kernel(), torch.from_numpy(ndimage.gaussian_filter(delta, 5)))
 
 
-@pytest.mark.parametrize("metric", PAPER + RISE, ids=lambda m: m.name)
+@pytest.mark.parametrize("metric", PAPER + RISE + BLEND, ids=lambda m: m.name)
 def test_chunk_size_does_not_change_results(metric: type, data64: Data) -> None:
     model, images, maps, labels = data64
     results = []
@@ -288,7 +291,7 @@ def test_chunk_size_does_not_change_results(metric: type, data64: Data) -> None:
     torch.testing.assert_close(results[0], results[1], atol=1e-9, rtol=0)
 
 
-@pytest.mark.parametrize("metric", PAPER + RISE, ids=lambda m: m.name)
+@pytest.mark.parametrize("metric", PAPER + RISE + BLEND, ids=lambda m: m.name)
 def test_two_batches_equal_their_concatenation(metric: type, data64: Data) -> None:
     model, images, maps, labels = data64
     split, whole = metric(model), metric(model)
@@ -300,7 +303,7 @@ def test_two_batches_equal_their_concatenation(metric: type, data64: Data) -> No
     torch.testing.assert_close(split.compute_per_image(), whole.compute_per_image(), atol=1e-9, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["pos", "ins", "del_rise", "road_morf_prob"])
+@pytest.mark.parametrize("kind", ["pos", "ins", "del_rise", "road_morf_prob", "necessity"])
 def test_update_curves_with_the_curves_of_update_gives_its_state(kind: str, data: Data) -> None:
     """The per-image curves of earlier scoring added later: what the evaluation does with images
     it scored before (the same values, bit for bit, in update order)."""
@@ -377,7 +380,7 @@ def test_low_resolution_maps_are_upsampled_bilinearly(metric: type, data: Data) 
     assert torch.equal(a.compute_per_image(), b.compute_per_image())
 
 
-@pytest.mark.parametrize("metric", PAPER + RISE, ids=lambda m: m.name)
+@pytest.mark.parametrize("metric", PAPER + RISE + BLEND, ids=lambda m: m.name)
 def test_inputs_are_not_modified(metric: type, data: Data) -> None:
     model, images, maps, labels = data
     copies = images.clone(), maps.clone(), labels.clone()
@@ -441,7 +444,7 @@ def test_registry_builds_every_metric_by_name(data: Data) -> None:
     assert set(METRICS) == {"pos", "neg", "ins", "del", "ins_rise", "del_rise",
                             "road_morf_acc", "road_lerf_acc", "road_morf_prob", "road_lerf_prob",
                             "contrastive_pos", "contrastive_neg", "contrastive_ins", "contrastive_del",
-                            "pointing_game", "energy_pointing_game", "gt_auroc"}
+                            "sufficiency", "necessity", "pointing_game", "energy_pointing_game", "gt_auroc"}
     for name, cls in METRICS.items():
         metric = create_metric(name, model)
         assert isinstance(metric, cls) and metric.name == name

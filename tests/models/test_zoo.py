@@ -2,8 +2,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ltx.models.zoo import (Settings, WeightsUnavailable, cache_key, checkpoint_architecture, create_network,
-                            load_weights, wrap)
+from ltx.models.zoo import (ModelSpec, Settings, WeightsUnavailable, cache_key, checkpoint_spec,
+                            create_network, load_weights, save_network, wrap)
 
 
 def test_shapes_models_are_timm_models_with_their_data_config():
@@ -79,11 +79,27 @@ def test_number_of_classes_and_architecture_from_the_checkpoint(tmp_path):
     path = tmp_path / "resnet.safetensors"
     save_file(create_network("ltx_shapes_resnet", num_classes=5).state_dict(), str(path),
               metadata={"model": "ltx_shapes_resnet"})
-    assert checkpoint_architecture(path) == "ltx_shapes_resnet"
+    assert checkpoint_spec(path).name == "ltx_shapes_resnet"
     assert create_network("ltx_shapes_resnet", weights=str(path)).num_classes == 5
     timm_style = tmp_path / "train.pth.tar"  # timm's training checkpoints name the architecture as 'arch'
     torch.save({"arch": "ltx_shapes_resnet", "epoch": 3, "state_dict": {}}, timm_style)
-    assert checkpoint_architecture(timm_style) == "ltx_shapes_resnet"
+    assert checkpoint_spec(timm_style).name == "ltx_shapes_resnet"
+
+
+def test_a_saved_networks_spec_is_read_back(tmp_path):
+    """Input size, normalisation (float32 buffers read back to 7 digits) and model arguments travel in the
+    safetensors metadata; a file without them reads back as not known (None)."""
+    network = create_network("ltx_shapes_vit", num_classes=3, img_size=32)
+    explained = wrap(network, name="ltx_shapes_vit", image_size=32, mean=[0.485, 0.456, 0.406], std=[0.5] * 3)
+    spec = ModelSpec(name="ltx_shapes_vit", image_size=32, mean=tuple(explained.mean.flatten().tolist()),
+                     std=(0.5,) * 3, model_kwargs={"img_size": 32})
+    save_network(tmp_path / "m.safetensors", network, spec)
+    assert checkpoint_spec(tmp_path / "m.safetensors") == ModelSpec(
+        "ltx_shapes_vit", 32, (0.485, 0.456, 0.406), (0.5, 0.5, 0.5), {"img_size": 32})
+    save_file(network.state_dict(), str(tmp_path / "plain.safetensors"))
+    assert checkpoint_spec(tmp_path / "plain.safetensors") == ModelSpec()
+    with pytest.raises(ValueError, match="unreadable metadata"):
+        ModelSpec.from_metadata({"model": "x", "mean": "[0.5,"})
 
 
 class Pickled:
