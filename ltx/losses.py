@@ -1,5 +1,8 @@
 """L_LTX = w_pred · CE(f(ψ(x, m)), c) + w_mask · penalty(m) [+ w_inv · L_inv + w_smooth · L_smooth].
 
+In a contrastive class mode `c` is a pair (c, c′) and CE is over the two logits
+(`ltx.classes.class_cross_entropy`): the masked image must keep c ahead of c′, not c ahead of all.
+
 Losses are returned per instance: pretraining averages them, per-instance finetuning sums them
 over instances (so each instance's parameters get exactly its own gradient) and selects by them.
 """
@@ -10,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ltx.classes import class_cross_entropy, class_probability
 from ltx.masking import Masking
 from ltx.models.explained import ExplainedModel
 from ltx.models.explainer import Masks
@@ -57,17 +61,16 @@ class LTXLoss(nn.Module):
 
     def forward(self, explained: ExplainedModel, masking: Masking, images: torch.Tensor, masks: Masks,
                 classes: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-instance terms (B,) and their weighted sum under 'loss'."""
+        """Per-instance terms (B,) and their weighted sum under 'loss'; `classes` (B,) or pairs (B, 2)."""
         logits = explained(masking(images, masks.mask))
         terms = {
-            "pred": F.cross_entropy(logits, classes, reduction="none"),
+            "pred": class_cross_entropy(logits, classes),
             "mask": mask_penalty(masks.coarse, self.mask_penalty),
         }
         loss = self.pred_weight * terms["pred"] + self.mask_weight * terms["mask"]
         if self.inv_weight > 0:
-            # The inverse mask should lose the class: −log(1 − p_c), bounded unlike −CE.
-            inv_logits = explained(masking(images, 1 - masks.mask))
-            p_c = inv_logits.softmax(-1).gather(1, classes[:, None])[:, 0]
+            # The inverse mask should lose the class (to c′): −log(1 − p_c), bounded unlike −CE.
+            p_c = class_probability(explained(masking(images, 1 - masks.mask)), classes)
             terms["inv"] = -torch.log1p(-p_c.clamp(max=1 - 1e-6))
             loss = loss + self.inv_weight * terms["inv"]
         if self.smooth_weight > 0:

@@ -131,8 +131,8 @@ class SavedMaps:
                     self.where.setdefault(index, (shard, row))
 
     def get(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(found (B,) bool, classes (B,) long, maps (B, ...) or None if none found) for instances
-        `index` (B,); rows not found have class -1 and a zero map."""
+        """(found (B,) bool, classes (B,) or pairs (B, 2) long, maps (B, ...) or None if none found) for
+        instances `index` (B,); rows not found have class -1 and a zero map."""
         found = torch.zeros(len(index), dtype=torch.bool)
         classes = torch.full((len(index),), -1, dtype=torch.long)
         maps = None
@@ -145,9 +145,11 @@ class SavedMaps:
             positions, rows = (list(p) for p in zip(*pairs))
             with safe_open(str(shard), framework="pt") as f:
                 shard_maps = f.get_tensor("maps")[rows]
-                classes[positions] = f.get_tensor("classes")[rows].long()
+                shard_classes = f.get_tensor("classes")[rows].long()
             if maps is None:
                 maps = shard_maps.new_zeros((len(index), *shard_maps.shape[1:]))
+                classes = classes.new_full((len(index), *shard_classes.shape[1:]), -1)
+            classes[positions] = shard_classes
             maps[positions] = shard_maps
             found[positions] = True
         return found, classes, maps

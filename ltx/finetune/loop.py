@@ -36,7 +36,8 @@ def _adamw(params: list[torch.Tensor], **kwargs: Any) -> torch.optim.AdamW:
 class Finetuner(nn.Module):
     """Per-instance finetuning of `explainer` (left untouched) for explained model `explained`.
 
-    `finetune(images, classes)` returns each instance's selected map and how it was selected. A
+    `finetune(images, classes)` returns each instance's selected map and how it was selected
+    (`classes`: (B,), or pairs (B, 2) in a contrastive class mode, `ltx.classes`). A
     module, so that Lightning (or `.to`) moves the explained model, the explainer and the masking
     between devices together.
     """
@@ -238,8 +239,8 @@ class Finetuner(nn.Module):
         one_image, one_class = images[:1], classes[:1]
 
         def run(b: int) -> None:
-            self.finetune_together(one_image.expand(b, -1, -1, -1).contiguous(), one_class.expand(b).contiguous(),
-                                   1, eager=True)
+            copies = one_class.expand(b, *one_class.shape[1:]).contiguous()  # a class, or a pair (c, c′)
+            self.finetune_together(one_image.expand(b, -1, -1, -1).contiguous(), copies, 1, eager=True)
 
         self.auto_probe = largest_fitting_batch(run, images.device, memory_budget=self.settings.memory_budget,
                                                 budget=budget, cap=cap)

@@ -20,7 +20,7 @@ from ltx.store import SavedMaps
 
 
 class ExplainModule(L.LightningModule):
-    def __init__(self, method: Method, *, class_mode: str = "predicted",
+    def __init__(self, method: Method, *, class_mode: str = "predicted", contrast: int | None = None,
                  reuse: SavedMaps | None = None) -> None:
         super().__init__()
         if reuse is not None and not method.reuse_across_class_modes:
@@ -29,16 +29,20 @@ class ExplainModule(L.LightningModule):
         self.explained = method.model
         self.networks = nn.ModuleList(method.networks())  # registered: Lightning moves them to the device
         self.class_mode = class_mode
+        self.contrast = contrast
         self.reuse = reuse
         self.reused = 0  # instances whose map came from `reuse`
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int = 0) -> dict[str, Any]:
         images = batch["image"]
-        classes = self.explained.classes_to_explain(images, batch["label"], self.class_mode)
+        classes = self.explained.classes_to_explain(images, batch["label"], self.class_mode, self.contrast)
         maps, todo = None, torch.ones(len(classes), dtype=torch.bool, device=classes.device)
         if self.reuse is not None:
             found, saved_classes, saved = self.reuse.get(batch["index"].cpu())
-            todo = ~(found & (saved_classes == classes.cpu())).to(classes.device)
+            same = torch.zeros_like(found)  # a class per instance, or a pair (contrastive modes): alike only
+            if saved_classes.shape == classes.shape:
+                same = (saved_classes == classes.cpu()).view(len(classes), -1).all(1)
+            todo = ~(found & same).to(classes.device)
             maps = None if saved is None else saved.to(images.device)
             self.reused += int((~todo).sum())
         out: dict[str, torch.Tensor] = {}

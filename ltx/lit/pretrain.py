@@ -19,7 +19,8 @@ PAPER_OPTIMIZER = partial(torch.optim.AdamW, lr=2e-3, weight_decay=0.01)
 
 
 class PretrainModule(L.LightningModule):
-    """Trains one explainer for one class mode with the LTX loss; f stays frozen.
+    """Trains one explainer for one class mode with the LTX loss; f stays frozen. A contrastive class
+    mode explains f's top-1 or the label against `contrast` (None: f's runner-up), `ltx.classes`.
 
     Validation logs the loss and, when a POS metric is given, the paper's checkpoint criterion
     (lowest POS AUC on the validation subset). `optimizer` makes the optimiser from the trainable
@@ -28,7 +29,7 @@ class PretrainModule(L.LightningModule):
     """
 
     def __init__(self, explained: ExplainedModel, explainer: Explainer, masking: Masking, loss: LTXLoss, *,
-                 class_mode: str = "predicted",
+                 class_mode: str = "predicted", contrast: int | None = None,
                  optimizer: Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer] = PAPER_OPTIMIZER,
                  warmup_fraction: float = 0.2, val_pos=None) -> None:
         super().__init__()
@@ -40,11 +41,12 @@ class PretrainModule(L.LightningModule):
         self.masking = masking
         self.loss = loss
         self.class_mode = class_mode
+        self.contrast = contrast
         self.val_pos = val_pos
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         images = batch["image"]
-        classes = self.explained.classes_to_explain(images, batch["label"], self.class_mode)
+        classes = self.explained.classes_to_explain(images, batch["label"], self.class_mode, self.contrast)
         masks = self.explainer(images)
         terms = self.loss(self.explained, self.masking, images, masks, classes)
         sync = stage == "val"  # under DDP: every rank checkpoints by the mean over all ranks

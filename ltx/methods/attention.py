@@ -19,6 +19,7 @@ import torch
 from timm.models.vision_transformer import Attention, Block, Mlp, VisionTransformer
 from torch import nn
 
+from ltx.classes import class_score
 from ltx.methods.base import Method, MethodNotApplicable, autograd_enabled, register_method
 from ltx.models.explained import ExplainedModel
 from ltx.models.explainer import upsample_to_image
@@ -94,8 +95,9 @@ class AttentionMethod(Method):
     def run(
         self, images: torch.Tensor, classes: torch.Tensor | None, extra: Sequence[nn.Module] = ()
     ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, Records]:
-        """One forward pass: the attention maps per block, their gradients w.r.t. the logits of
-        `classes` (None: no backward pass), and the (input, output) records of the `extra` modules."""
+        """One forward pass: the attention maps per block, their gradients w.r.t. the `class_score` of
+        `classes` (a logit, or a pair's difference; None: no backward pass), and the (input, output)
+        records of the `extra` modules."""
         drops = [block.attn.attn_drop for block in self.net.blocks]
         with autograd_enabled(), explicit_attention(self.net), recording([*drops, *extra]) as records:
             # Clones leave inference mode (an evaluation loop may call us inside it).
@@ -103,7 +105,7 @@ class AttentionMethod(Method):
             attentions = [records[drop][0] for drop in drops]
             gradients = None
             if classes is not None:  # samples are independent, so one backward gives per-sample grads
-                score = logits.gather(1, classes.clone()[:, None]).sum()
+                score = class_score(logits, classes.clone()).sum()
                 gradients = list(torch.autograd.grad(score, attentions))
         detached = {module: (i.detach(), o.detach()) for module, (i, o) in records.items()}
         return [a.detach() for a in attentions], gradients, detached
@@ -121,7 +123,8 @@ class AttentionMethod(Method):
 @register_method("rollout")
 class AttentionRollout(AttentionMethod):
     """Attention rollout (Abnar & Zuidema 2020): heads averaged, identity added for the residual,
-    rows normalised, multiplied through the layers. Class-agnostic: `classes` is ignored."""
+    rows normalised, multiplied through the layers. Class-agnostic: `classes` is ignored (so a
+    contrastive class mode, whose map it could not change, skips it)."""
 
     def explain(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         attentions, _, _ = self.run(images, None)
@@ -131,7 +134,10 @@ class AttentionRollout(AttentionMethod):
 @register_method("gae")
 class GAE(AttentionMethod):
     """Generic Attention-model Explainability (Chefer et al. 2021b): R ← R + Ā·R from R = I, with
-    Ā = mean_heads((∇A ⊙ A)⁺) and ∇A the gradient of the explained class's logit."""
+    Ā = mean_heads((∇A ⊙ A)⁺) and ∇A the gradient of the explained class's logit (of logit_c −
+    logit_c′ for a pair, `ltx.classes.class_score`)."""
+
+    contrastive = True
 
     def explain(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         attentions, gradients, _ = self.run(images, classes)
@@ -239,7 +245,8 @@ class TransformerAttribution(AttentionMethod):
     Ā = mean_heads((∇A ⊙ R_A)⁺), and rolled out without normalisation from R = I.
 
     Supports timm `VisionTransformer` with standard blocks (any size, any prefix/register tokens,
-    QK-norm, LayerScale); other variants raise `MethodNotApplicable`.
+    QK-norm, LayerScale); other variants raise `MethodNotApplicable`, as does a contrastive class
+    mode: LRP started from e_c − e_c′ is another method (contrastive LRP), not this one.
     """
 
     def __init__(self, model: ExplainedModel) -> None:

@@ -8,7 +8,10 @@ refuses others with a clear error. What a run's adapter (`ltx.lit.explain.Explai
 to know of a method, it declares, the same for every method:
 
 - `needs`: batch entries besides the images it takes as keyword arguments of `explain` (the
-  ground-truth masks, for the oracle; a contrast class later).
+  ground-truth masks, for the oracle).
+- `contrastive`: it explains a pair (c, c′) too (`classes` (B, 2), a contrastive class mode,
+  `ltx.classes`), by attributing `class_score` (logit_c − logit_c′) or scoring `class_probability`.
+  Others refuse pairs with `MethodNotApplicable` rather than explain c alone, so a run skips them.
 - `explain` may return, beside the maps, per-instance extras as a dict (LTX: `failed`, `step`,
   `loss`); they are saved with the maps and evaluation reads them. `explanations` always gives
   that dict, `method(images, classes)` the maps alone.
@@ -33,6 +36,7 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import nn
 
+from ltx.classes import is_contrastive
 from ltx.models.explained import ExplainedModel
 
 METHODS: dict[str, type[Method]] = {}
@@ -69,6 +73,8 @@ class Method(ABC):
     reuse_across_class_modes: ClassVar[bool] = True
     #: built with the run's pretrained explainer, masking and loss (keyword arguments) besides the model
     uses_explainer: ClassVar[bool] = False
+    #: explains pairs (c, c′) as well as classes (`ltx.classes`); False: refused in contrastive class modes
+    contrastive: ClassVar[bool] = False
     #: the map does not depend on the model (random, oracle): left out of the sanity checks
     model_independent: ClassVar[bool] = False
     #: called with the units of `work` done as they are done, set by whoever shows the progress
@@ -90,6 +96,13 @@ class Method(ABC):
                 f"{model.name!r} is a {model.family}: choose another method for it."
             )
 
+    @classmethod
+    def check_class_mode(cls, class_mode: str) -> None:
+        """MethodNotApplicable for a contrastive class mode if the method explains one class only."""
+        if is_contrastive(class_mode) and not cls.contrastive:
+            raise MethodNotApplicable(f"method {cls.name!r} explains a class, not a class against another: "
+                                      f"class mode {class_mode!r} needs a contrastive method.")
+
     def work(self, num_images: int) -> int | None:
         """Units of work for `num_images` images, for a progress bar finer than batches (LTX: its
         finetuning steps, one batch of images taking minutes); None: a batch is the unit."""
@@ -102,11 +115,14 @@ class Method(ABC):
     @abstractmethod
     def explain(self, images: torch.Tensor, classes: torch.Tensor,
                 **batch: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        """Saliency maps (B, H, W) for `classes` on `images` (B, 3, H, W) in [0, 1], or a dict of
+        """Saliency maps (B, H, W) for `classes` (B,) or pairs (B, 2) (`contrastive` methods) on
+        `images` (B, 3, H, W) in [0, 1], or a dict of
         them (`maps`) and per-instance extras (B, ...); `batch` holds the entries named in `needs`."""
 
     def explanations(self, images: torch.Tensor, classes: torch.Tensor, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """`explain`'s result as a dict: `maps` (B, H, W) and the method's per-instance extras."""
+        if classes.dim() == 2:
+            self.check_class_mode("contrastive")
         missing = [key for key in self.needs if batch.get(key) is None]
         if missing:
             raise ValueError(f"method {self.name!r} needs the batch entries {missing} (the data has none?): "

@@ -10,6 +10,10 @@ stay in [0, 1] and the wrapper normalises them, while the target layer lives ins
 Perturbations made in the input (Score-CAM's masks) are therefore black, as LTX's masks and the
 removal tests are. Every map is min-max scaled to [0, 1] by the library (ReLU first).
 
+What each method scores, f_c, is `ltx.classes.class_score` (the logit of c, or logit_c − logit_c′ in
+a contrastive class mode), given to the library as a custom target (`ClassScoreTarget`), so every
+CAM explains pairs (c, c′) too.
+
 Families: Grad-CAM, Grad-CAM++, Layer-CAM and Score-CAM run on CNNs and ViTs (the patch tokens of a
 block reshaped to a grid, as pytorch-grad-cam does for ViTs); LIFT-CAM, Ablation-CAM and FullGrad
 on CNNs only, and refuse a ViT with `MethodNotApplicable` (so a run skips them for ViT black boxes).
@@ -30,9 +34,9 @@ from pytorch_grad_cam import LayerCAM as LibLayerCAM
 from pytorch_grad_cam import ScoreCAM as LibScoreCAM
 from pytorch_grad_cam.ablation_layer import AblationLayer
 from pytorch_grad_cam.base_cam import BaseCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from ltx.classes import class_score
 from ltx.methods.base import Method, MethodNotApplicable, autograd_enabled, register_method
 from ltx.models.explained import ExplainedModel
 
@@ -70,6 +74,19 @@ def default_target_layer(model: ExplainedModel) -> str:
     return finished[-1]
 
 
+class ClassScoreTarget:
+    """pytorch-grad-cam's target for one image: the `class_score` of its class () or pair (2,) on the
+    model's output for it, (C,) or a batch of them (n, C) (Score-CAM's and Ablation-CAM's passes)."""
+
+    def __init__(self, classes: torch.Tensor) -> None:
+        self.classes = classes
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        rows = output if output.dim() == 2 else output[None]
+        scores = class_score(rows, self.classes.to(output.device).expand(len(rows), *self.classes.shape))
+        return scores if output.dim() == 2 else scores[0]
+
+
 def _tokens_to_grid(tokens: torch.Tensor, num_prefix_tokens: int, grid_size: tuple[int, int]) -> torch.Tensor:
     """(B, prefix + h·w, D) ViT tokens → (B, D, h, w), the conv-like layout Grad-CAM averages over."""
     patches = tokens[:, num_prefix_tokens:]
@@ -86,6 +103,7 @@ class CAM(Method):
 
     library: ClassVar[type[BaseCAM]]
     families: ClassVar[tuple[str, ...] | None] = ("cnn", "vit")
+    contrastive = True
     images_per_call: ClassVar[int | None] = None
 
     def __init__(self, model: ExplainedModel, target_layer: str | None = None) -> None:
@@ -105,7 +123,6 @@ class CAM(Method):
         return self.library(self.model, [self.layer], reshape_transform=self.reshape_transform)
 
     def explain(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        targets = [ClassifierOutputTarget(c) for c in classes.tolist()]
         step = self.images_per_call or len(images)
         was_training = self.model.training  # the library calls .eval() on the model it is given
         # Hooks are registered by the constructor: build it here and release them in `finally` (its
@@ -113,6 +130,7 @@ class CAM(Method):
         cam = self.make_cam()
         try:
             with autograd_enabled():
+                targets = [ClassScoreTarget(c) for c in classes.clone()]  # a clone leaves inference mode
                 maps = [cam(images[i : i + step].clone().requires_grad_(True), targets[i : i + step])
                         for i in range(0, len(images), step)]
         finally:

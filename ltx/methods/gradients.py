@@ -3,11 +3,15 @@ Captum, and IDGI (written here: Captum has none).
 
 They run on the explained-model wrapper, so attributions are w.r.t. pixels in [0, 1] (the space
 LTX masks in) and a black image (0) is the natural path baseline, whatever the normalisation.
+What they attribute, f_c, is `ltx.classes.class_score`: the logit of c, or in a contrastive class
+mode logit_c − logit_c′ (Captum gets it as a custom forward taking the classes), so every one of
+them explains pairs (c, c′) too.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 
 import torch
 from captum.attr import GradientAttribution
@@ -15,17 +19,24 @@ from captum.attr import InputXGradient as CaptumInputXGradient
 from captum.attr import IntegratedGradients as CaptumIntegratedGradients
 from captum.attr import Saliency as CaptumSaliency
 
+from ltx.classes import class_score
 from ltx.methods.base import Method, autograd_enabled, register_method
 from ltx.models.explained import ExplainedModel
+
+
+def scored(model: ExplainedModel) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Captum's forward: (inputs, classes) → f_c (B,), the `class_score` of each input's class or pair."""
+    return lambda inputs, classes: class_score(model(inputs), classes)
 
 
 def _attribute(
     attribution: GradientAttribution, images: torch.Tensor, classes: torch.Tensor, **kwargs
 ) -> torch.Tensor:
-    """One Captum `attribute` call for per-sample targets, safe under no_grad / inference_mode."""
+    """One Captum `attribute` call (its forward: `scored`) for per-sample classes or pairs, safe
+    under no_grad / inference_mode."""
     with autograd_enabled():
         inputs = images.clone().requires_grad_(True)  # a clone also leaves inference mode
-        return attribution.attribute(inputs, target=classes.clone(), **kwargs).detach()
+        return attribution.attribute(inputs, additional_forward_args=(classes.clone(),), **kwargs).detach()
 
 
 class AttributionMethod(Method):
@@ -36,9 +47,12 @@ class AttributionMethod(Method):
     `attributions` gives the signed values (B, 3, H, W) that known-answer tests check.
     """
 
+    contrastive = True
+
     @abstractmethod
     def attributions(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Signed attributions of f_c (the logit of `classes`), the shape of `images`."""
+        """Signed attributions of f_c (`class_score` of `classes`: a logit, or a pair's difference),
+        the shape of `images`."""
 
     def explain(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         return self.attributions(images, classes).abs().sum(1)
@@ -46,7 +60,7 @@ class AttributionMethod(Method):
 
 @register_method("ig")
 class IntegratedGradients(AttributionMethod):
-    """Integrated Gradients (Sundararajan et al. 2017) of the logit from a black image, via Captum.
+    """Integrated Gradients (Sundararajan et al. 2017) of f_c from a black image, via Captum.
 
     Captum's default Gauss-Legendre quadrature is used (it converges in fewer steps than a Riemann
     sum). Costs `n_steps` forward+backward passes per image; `internal_batch_size` bounds how many
@@ -59,7 +73,7 @@ class IntegratedGradients(AttributionMethod):
         super().__init__(model)
         self.n_steps = n_steps
         self.internal_batch_size = internal_batch_size
-        self.attribution = CaptumIntegratedGradients(model)
+        self.attribution = CaptumIntegratedGradients(scored(model))
 
     def attributions(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         # Captum refuses an internal batch smaller than its input batch, so chunk the images first.
@@ -89,9 +103,9 @@ class IDGI(AttributionMethod):
     any path, to f_c(x) − f_c(black) exactly. A segment whose gradient is 0 adds nothing.
 
     Path x_i = (i / n) · x, i = 0 … n (n = `n_steps`), gradients at x_0 … x_{n−1}: IDGI needs f_c
-    at consecutive points, which IG's Gauss-Legendre nodes are not. f_c is the logit, what `ig`
-    attributes, so the two compare on the same steps. Costs `n_steps` forward+backward passes and
-    one forward pass per image; `internal_batch_size` bounds the (image, point) pairs per pass,
+    at consecutive points, which IG's Gauss-Legendre nodes are not. f_c is what `ig` attributes
+    (`class_score`), so the two compare on the same steps. Costs `n_steps` forward+backward passes
+    and one forward pass per image; `internal_batch_size` bounds the (image, point) pairs per pass,
     one backward each (None: all of them at once).
     """
 
@@ -104,8 +118,8 @@ class IDGI(AttributionMethod):
         self.n_steps = n_steps
         self.internal_batch_size = internal_batch_size
 
-    def _logits(self, points: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        return self.model(points).gather(1, classes[:, None])[:, 0]
+    def _scores(self, points: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        return class_score(self.model(points), classes)
 
     def attributions(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         n, count = self.n_steps, len(images)
@@ -115,7 +129,7 @@ class IDGI(AttributionMethod):
             values = images.new_empty(count, n + 1)  # f_c(x_i) of every image and point
             with torch.no_grad():
                 values[:, n] = torch.cat([
-                    self._logits(part, part_classes)
+                    self._scores(part, part_classes)
                     for part, part_classes in zip(images.split(chunk), classes.split(chunk), strict=True)
                 ])
             attributions = torch.zeros_like(images)
@@ -126,9 +140,9 @@ class IDGI(AttributionMethod):
                 index, step = jobs // n, jobs % n
                 alphas = (step.to(images.dtype) / n)[:, None, None, None]
                 points = (images[index] * alphas).requires_grad_(True)
-                logits = self._logits(points, classes[index])
-                (gradients,) = torch.autograd.grad(logits.sum(), points)
-                values[index, step] = logits.detach()
+                scores = self._scores(points, classes[index])
+                (gradients,) = torch.autograd.grad(scores.sum(), points)
+                values[index, step] = scores.detach()
                 squared = gradients.square()
                 norms = squared.sum((1, 2, 3), keepdim=True).clamp_min(torch.finfo(squared.dtype).tiny)
                 directions = squared / norms  # g ⊙ g / ||g||²: 0 where the gradient is 0
@@ -145,9 +159,11 @@ class IDGI(AttributionMethod):
 class Saliency(Method):
     """Vanilla gradient (Simonyan et al. 2014): max over channels of |∂f_c/∂x|, one backward pass."""
 
+    contrastive = True
+
     def __init__(self, model: ExplainedModel) -> None:
         super().__init__(model)
-        self.attribution = CaptumSaliency(model)
+        self.attribution = CaptumSaliency(scored(model))
 
     def explain(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         return _attribute(self.attribution, images, classes, abs=True).amax(1)
@@ -162,7 +178,7 @@ class GradientXInput(AttributionMethod):
 
     def __init__(self, model: ExplainedModel) -> None:
         super().__init__(model)
-        self.attribution = CaptumInputXGradient(model)
+        self.attribution = CaptumInputXGradient(scored(model))
 
     def attributions(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         return _attribute(self.attribution, images, classes)

@@ -82,6 +82,7 @@ class LTX(Method):
 
     reuse_across_class_modes = False  # one explainer per class mode
     uses_explainer = True
+    contrastive = True  # a pair (c, c′): the loss's prediction term is CE over the two (ltx.losses)
 
     def __init__(self, model: ExplainedModel, explainer: Explainer | None = None, masking: Masking | None = None,
                  loss: LTXLoss | None = None, **settings: Any) -> None:

@@ -27,9 +27,12 @@ def signed_depth(mask: np.ndarray) -> np.ndarray:
 
 @register_method("gt_mask")
 class GroundTruthMask(Method):
-    """The key object's ground-truth mask, graded by signed distance (see the module)."""
+    """The key object's ground-truth mask, graded by signed distance (see the module). The reference
+    of every class mode, contrastive ones included: the key object holds the evidence for c against
+    any other class (on the generated data, distractors never carry a class pattern)."""
 
     needs = ("mask",)
+    contrastive = True
     model_independent = True
 
     def explain(self, images: torch.Tensor, classes: torch.Tensor, *, mask: torch.Tensor) -> torch.Tensor:

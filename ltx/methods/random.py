@@ -13,8 +13,10 @@ from ltx.models.explained import ExplainedModel
 @register_method("random")
 class RandomMap(Method):
     """Uniform noise, seeded per image from `seed` and the image's pixels: the same image gets the
-    same map in any batch, order, process or resumed run."""
+    same map in any batch, order, process or resumed run. The floor of every class mode, contrastive
+    ones included: it ignores the class by design."""
 
+    contrastive = True
     model_independent = True
 
     def __init__(self, model: ExplainedModel, seed: int = 0) -> None:

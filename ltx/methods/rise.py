@@ -11,13 +11,15 @@ import math
 import torch
 from torch import nn
 
+from ltx.classes import class_probability
 from ltx.methods.base import Method, register_method
 from ltx.models.explained import ExplainedModel
 
 
 @register_method("rise")
 class RISE(Method):
-    """Saliency S_c = Σ_i f_c(x ⊙ M_i) · M_i / (N · p), with f_c the softmax probability of class c.
+    """Saliency S_c = Σ_i f_c(x ⊙ M_i) · M_i / (N · p), with f_c the softmax probability of class c
+    (for a pair (c, c′), the two-class one of c: `ltx.classes.class_probability`).
 
     Each mask M_i is an s×s grid of Bernoulli(p) cells, bilinearly upsampled to (s+1)·⌈H/s⌉ pixels
     and cropped at a random shift in [0, ⌈H/s⌉) — the paper's smooth, shift-randomised masks.
@@ -25,6 +27,8 @@ class RISE(Method):
     with the same mask set and a map does not depend on which other images share its batch.
     Costs `num_masks` forward passes per image; `batch_size` bounds the masked images per pass.
     """
+
+    contrastive = True
 
     def __init__(
         self,
@@ -65,7 +69,7 @@ class RISE(Method):
         ):
             masks = self.masks(grids.to(images.device), shifts.to(images.device), size)  # (n, H, W)
             masked = (images[:, None] * masks[None, :, None]).flatten(0, 1)  # (B·n, 3, H, W)
-            probs = self.model(masked).softmax(-1).view(images.shape[0], len(masks), -1)
-            class_probs = probs[torch.arange(len(classes), device=images.device), :, classes]  # (B, n)
+            per_mask = classes.repeat_interleave(len(masks), dim=0)  # image-major, as `masked`
+            class_probs = class_probability(self.model(masked), per_mask).view(images.shape[0], len(masks))
             saliency += torch.einsum("bn,nhw->bhw", class_probs, masks)
         return saliency / (self.num_masks * self.keep_prob)

@@ -3,8 +3,9 @@
 Every metric: `create_metric(name, model, **kwargs)`, then
 `update(images, saliency, labels, gt_masks=None)` per batch and `compute()` at the end.
 Perturbation metrics (`pos`, `neg`, `ins`, `del`, `ins_rise`, `del_rise`, ROAD's
-`road_morf_acc`, `road_lerf_acc`, `road_morf_prob`, `road_lerf_prob`, and the continuous blends
-`sufficiency`, `necessity`) need the model and ignore `gt_masks`; localization metrics
+`road_morf_acc`, `road_lerf_acc`, `road_morf_prob`, `road_lerf_prob`, the contrastive
+`contrastive_pos`, `contrastive_neg`, `contrastive_ins`, `contrastive_del`, and the continuous
+blends `sufficiency`, `necessity`) need the model and ignore `gt_masks`; localization metrics
 (`pointing_game`, `energy_pointing_game`, `gt_auroc`) need `gt_masks` and ignore the model, the
 images and the labels. Each class carries `name`,
 `higher_is_better` and a one-line `description`. A `PerturbationSuite` updates several metrics
@@ -18,6 +19,14 @@ from typing import Any
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from ltx.metrics.contrastive import (
+    CONTRASTIVE_METRICS,
+    ContrastiveCurve,
+    ContrastiveDeletion,
+    ContrastiveInsertion,
+    ContrastiveNegative,
+    ContrastivePositive,
+)
 from ltx.metrics.continuous import CONTINUOUS_METRICS, BlendCurve, Necessity, Sufficiency
 from ltx.metrics.localization import EnergyPointingGame, LocalizationMetric, MaskAUROC, PointingGame
 from ltx.metrics.perturbation import (
@@ -45,6 +54,7 @@ PERTURBATION_METRICS: dict[str, type[PerturbationCurve]] = {**PAPER_METRICS, **R
 METRICS: dict[str, type[Metric]] = {
     **PERTURBATION_METRICS,
     **ROAD_METRICS,
+    **CONTRASTIVE_METRICS,
     **CONTINUOUS_METRICS,
     **{cls.name: cls for cls in (PointingGame, EnergyPointingGame, MaskAUROC)},
 }
@@ -75,9 +85,15 @@ def per_image_auc(model: nn.Module, images: Tensor, saliency: Tensor, labels: Te
 
 
 __all__ = [
+    "CONTRASTIVE_METRICS",
     "METRICS",
     "BlendCurve",
     "PERTURBATION_METRICS",
+    "ContrastiveCurve",
+    "ContrastiveDeletion",
+    "ContrastiveInsertion",
+    "ContrastiveNegative",
+    "ContrastivePositive",
     "Deletion",
     "DeletionRISE",
     "EnergyPointingGame",

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from ltx.classes import class_hit, class_probability
 from ltx.models.explainer import upsample_to_image
 
 PAPER_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -72,10 +73,10 @@ def job_rows(tensor: Tensor, image: Tensor) -> Tensor:
 
 
 def check_batch(images: Tensor, saliency: Tensor, labels: Tensor) -> None:
-    """Images (B, C, H, W), saliency with batch size B, labels (B,), or a ValueError."""
+    """Images (B, C, H, W), saliency with batch size B, labels (B,) or pairs (B, 2), or a ValueError."""
     if images.dim() != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
-    if saliency.shape[0] != images.shape[0] or labels.shape != (images.shape[0],):
+    if saliency.shape[0] != images.shape[0] or labels.shape not in ((images.shape[0],), (images.shape[0], 2)):
         raise ValueError(f"batch sizes differ: images {tuple(images.shape)}, "
                          f"saliency {tuple(saliency.shape)}, labels {tuple(labels.shape)}")
 
@@ -85,9 +86,10 @@ class PerturbationCurve(Metric):
 
     `update(images, saliency, labels, gt_masks=None)` (the signature of every `ltx` metric;
     `gt_masks` is ignored here): images (B, 3, H, W) in [0, 1], saliency (B, h, w) or
-    (B, 1, h, w) of any dtype and scale, labels (B,) ground-truth classes. It is `curves` then
-    `update_curves`, which adds per-image curves computed earlier (a caller that has scored an
-    image with the same map already need not score it again). `compute()` is the AUC (mean of
+    (B, 1, h, w) of any dtype and scale, labels (B,) ground-truth classes, or pairs (B, 2) (c, c′)
+    scored as c against c′ (`ltx.classes`: LTX's selection in a contrastive class mode). It is
+    `curves` then `update_curves`, which adds per-image curves computed earlier (a caller that has
+    scored an image with the same map already need not score it again). `compute()` is the AUC (mean of
     per-image AUCs, which equals the AUC of the mean curve); `compute_curve()` the mean curve;
     `compute_per_image()` the per-image AUCs in update order.
 
@@ -99,7 +101,8 @@ class PerturbationCurve(Metric):
     description: ClassVar[str]
     #: True: the most salient pixels are perturbed first (a blend: most).
     descending: ClassVar[bool]
-    #: "hit" (top-1 == class) or "prob" (softmax probability of the class).
+    #: "hit" (top-1 == class; for a pair, c ahead of c′) or "prob" (softmax probability of the class;
+    #: for a pair, the two-class one): `ltx.classes.class_hit`, `class_probability`.
     score: ClassVar[str]
     #: AUC = auc_scale · trapezoid(curve, x).
     auc_scale: ClassVar[float]
@@ -154,8 +157,9 @@ class PerturbationCurve(Metric):
         the step's count, bool."""
         return positions < levels
 
-    def scored_classes(self, images: Tensor, labels: Tensor) -> Tensor:
-        """The class whose output is scored at every step."""
+    def scored_classes(self, images: Tensor, labels: Tensor, logits: Tensor) -> Tensor:
+        """The class (B,), or pairs (B, 2), whose output is scored at every step; `logits` (B, S, C)
+        are the run's outputs, step by step."""
         return labels
 
     def run_settings(self) -> tuple:
@@ -179,9 +183,8 @@ class PerturbationCurve(Metric):
 
     def _score(self, logits: Tensor, classes: Tensor) -> Tensor:
         if self.score == "hit":
-            return (logits.argmax(-1) == classes).float()
-        logits = logits.float() if logits.element_size() < 4 else logits
-        return logits.softmax(-1).gather(1, classes[:, None])[:, 0]
+            return class_hit(logits, classes)
+        return class_probability(logits.float() if logits.element_size() < 4 else logits, classes)
 
     def _model_device(self, images: Tensor) -> torch.device:
         tensor = next(self.model.parameters(), None)
@@ -216,8 +219,9 @@ class PerturbationCurve(Metric):
     def score_run(self, images: Tensor, labels: Tensor, logits: Tensor) -> Tensor:
         """Per-image curves (B, S) from a run's outputs (`perturbed_logits` under this metric's plan)."""
         batch, steps = images.shape[0], logits.shape[0] // images.shape[0]
-        classes = self.scored_classes(images.to(logits.device), labels.to(logits.device))
-        return self._score(logits, classes.repeat_interleave(steps)).view(batch, steps)
+        classes = self.scored_classes(images.to(logits.device), labels.to(logits.device),
+                                      logits.view(batch, steps, -1))
+        return self._score(logits, classes.repeat_interleave(steps, dim=0)).view(batch, steps)
 
     def perturbed_inputs(self, start: Tensor, finish: Tensor, image: Tensor, perturbed: Tensor) -> Tensor:
         """The inputs (n, C, H, W) of n jobs: job j is image `image[j]` of the batch with its

@@ -65,7 +65,7 @@ class RISECurve(PerturbationCurve):
     def normalised_zero(self, images: Tensor) -> Tensor:
         return self.model.mean.to(images.device, images.dtype).reshape(1, -1, 1, 1)
 
-    def scored_classes(self, images: Tensor, labels: Tensor) -> Tensor:
+    def scored_classes(self, images: Tensor, labels: Tensor, logits: Tensor) -> Tensor:
         return self._forward_chunked(images).argmax(-1)
 
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ltx.classes import CLASS_MODES, check_class_mode, contrast_pairs
+
 
 def model_family(model: nn.Module) -> str:
     """'vit' for token models with a patch embedding (timm ViT family), else 'cnn'."""
@@ -71,15 +73,24 @@ class ExplainedModel(nn.Module):
         return self.model(self.normalize(x))
 
     @torch.no_grad()
-    def classes_to_explain(self, images: torch.Tensor, labels: torch.Tensor, class_mode: str) -> torch.Tensor:
-        """The class a map explains: f's top-1 ('predicted') or the ground truth ('target')."""
-        if class_mode == "target":
+    def classes_to_explain(self, images: torch.Tensor, labels: torch.Tensor, class_mode: str,
+                           contrast: int | None = None) -> torch.Tensor:
+        """What a map explains (`ltx.classes.CLASS_MODES`): f's top-1 or the ground truth (B,), or,
+        in a contrastive mode, that class against `contrast` or f's runner-up, as pairs (B, 2)."""
+        check_class_mode(class_mode)
+        explained, contrastive = CLASS_MODES[class_mode]
+        if explained == "target" and not contrastive:
             return labels
-        if class_mode == "predicted":
-            return self.predict(images)
-        raise ValueError(f"unknown class_mode {class_mode!r}: choose 'predicted' or 'target'")
+        logits = self.logits(images)
+        classes = labels if explained == "target" else logits.argmax(-1)
+        return contrast_pairs(logits, classes, contrast) if contrastive else classes
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """f's logits, chunked so any number of images fits in memory."""
+        return torch.cat([self(chunk) for chunk in x.split(batch_size)])
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Top-1 classes, chunked so any number of images fits in memory."""
-        return torch.cat([self(chunk).argmax(-1) for chunk in x.split(batch_size)])
+        return self.logits(x, batch_size).argmax(-1)

@@ -12,6 +12,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ltx.classes import check_class_mode
 from ltx.metrics import METRICS
 from ltx.metrics.perturbation import PerturbationCurve
 from ltx.metrics.validity import FAITHFULNESS
@@ -22,10 +23,16 @@ log = logging.getLogger(__name__)
 
 
 def check_config(cfg: DictConfig) -> None:
-    """What the stages cannot check before hours of work: the loss, masking and callback settings
-    (built once, cheaply, so a bad value fails now), `pretrain.explainer_from` is a backbone of the
-    run, and `optimized_metric` names a result the run makes."""
+    """What the stages cannot check before hours of work: the class modes and the contrast class, the
+    loss, masking and callback settings (built once, cheaply, so a bad value fails now),
+    `pretrain.explainer_from` is a backbone of the run, and `optimized_metric` names a result the run
+    makes."""
     check_accelerator(cfg)
+    for class_mode in cfg.class_modes:
+        check_class_mode(class_mode)
+    contrast = cfg.get("contrast_class")
+    if contrast is not None and (not isinstance(contrast, int) or contrast < 0):
+        raise ValueError(f"contrast_class={contrast}: give a class index (>= 0), or null for f's runner-up.")
     instantiate(cfg.loss), instantiate(cfg.masking)
     check_ground_truth(cfg)
     for name, conf in cfg.method.items():

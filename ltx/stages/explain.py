@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
 
+from ltx.classes import is_contrastive
 from ltx.data import instance_ids
 from ltx.lit import expected_lightning_warnings
 from ltx.lit.explain import ExplainModule
@@ -99,6 +100,11 @@ def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: Ex
     for method_name, method_cfg in run_methods(cfg).items():
         for class_mode in cfg.class_modes:
             key = MapKey(name, method_name, class_mode)
+            try:
+                get_class(method_cfg._target_).check_class_mode(class_mode)
+            except MethodNotApplicable as err:
+                log.info("maps %s: skipped (%s)", key, err)
+                continue
             done = rank_zero_view(store.done(key))
             todo = [i for i, idx in enumerate(ids) if idx not in done]
             if not todo:
@@ -110,11 +116,14 @@ def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: Ex
                 log.info("maps %s: skipped (%s)", key, err)
                 break
             setting = method_setting(method_cfg)
-            # saved maps of another class mode made with the same settings (used where the class is the same)
+            # saved maps of another class mode made with the same settings (used where the class, or the
+            # pair of a contrastive mode, is the same)
             other = next((MapKey(name, method_name, mode) for mode in cfg.class_modes if mode != class_mode
+                          and is_contrastive(mode) == is_contrastive(class_mode)
                           and store.setting(MapKey(name, method_name, mode)) == setting), None)
             reuse = SavedMaps(store, other) if other and method.reuse_across_class_modes else None
-            module = ExplainModule(method, class_mode=class_mode, reuse=reuse)
+            module = ExplainModule(method, class_mode=class_mode, contrast=cfg.get("contrast_class"),
+                                   reuse=reuse)
             log.info("maps %s: %d instances (%d already saved)", key, len(todo), len(ids) - len(todo))
             seed_stage(cfg, "explain", str(key))
             writer = MapWriter(store, key, setting)

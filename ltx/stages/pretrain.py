@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file
 from torch.utils.data import Dataset, Subset
 
+from ltx.classes import is_contrastive
 from ltx.data import seeded_subset
 from ltx.lit import expected_lightning_warnings
 from ltx.lit.pretrain import PretrainModule
@@ -75,10 +76,14 @@ def new_explainer(cfg: DictConfig, explained: ExplainedModel) -> tuple[Explainer
 def pretrain_module(cfg: DictConfig, explained: ExplainedModel, explainer: Explainer, masking: Masking,
                     loss: LTXLoss, class_mode: str, *, validate: bool) -> PretrainModule:
     """`pretrain.module` for this explainer; `validate`: with the POS checkpoint criterion when
-    `pretrain.monitor` is val/pos."""
-    val_pos = create_metric("pos", explained) if validate and cfg.pretrain.monitor == "val/pos" else None
+    `pretrain.monitor` is val/pos (in a contrastive class mode, the contrastive POS: c against c′)."""
+    contrast = cfg.get("contrast_class")
+    val_pos = None
+    if validate and cfg.pretrain.monitor == "val/pos":
+        val_pos = (create_metric("contrastive_pos", explained, contrast=contrast) if is_contrastive(class_mode)
+                   else create_metric("pos", explained))
     module = instantiate(cfg.pretrain.module)(explained, explainer, masking, loss, class_mode=class_mode,
-                                              val_pos=val_pos)
+                                              contrast=contrast, val_pos=val_pos)
     return module.train()
 
 

@@ -443,6 +443,7 @@ def test_registry_builds_every_metric_by_name(data: Data) -> None:
     model, *_ = data
     assert set(METRICS) == {"pos", "neg", "ins", "del", "ins_rise", "del_rise",
                             "road_morf_acc", "road_lerf_acc", "road_morf_prob", "road_lerf_prob",
+                            "contrastive_pos", "contrastive_neg", "contrastive_ins", "contrastive_del",
                             "sufficiency", "necessity", "pointing_game", "energy_pointing_game", "gt_auroc"}
     for name, cls in METRICS.items():
         metric = create_metric(name, model)
