@@ -61,7 +61,7 @@ if [ "$SMOKE" = 1 ]; then
     CNN=(backbone.resnet101.name=ltx_textures_resnet backbone.resnet101.image_size=32)
     VIT_WHAT="ltx_textures_vit at 32 px"; CNN_WHAT="ltx_textures_resnet at 32 px"
     FINETUNE=(--device cpu --instances 2 --steps 1 --batch-sizes 1 2 --method-images 1 --repeats 1)
-    METRICS=(--device cpu --models tiny_vit --images 2 --repeats 1)
+    METRICS=(--device cpu --models tiny_vit --images 2 --repeats 1 --suites paper)
     RUN=(trainer=cpu pretrain.epochs=1 pretrain.batch_size=2 explain.num_images=2 explain.batch_size=2
          method.ltx.steps=1 method.ltx_sel.steps=1)
     RUN_WHAT="2 val images, 1 pretraining epoch, 1 finetuning step, trainer=cpu"
@@ -75,7 +75,7 @@ else
     VIT_WHAT="timm ViT-B/16, 224 px"; CNN_WHAT="timm ResNet-101, 224 px"
     # 25 finetuning steps (the experiments' method.ltx.steps), 16 instances, best of 2 repeats
     FINETUNE=(--device cuda --instances "$INSTANCES" --batch-sizes 1 "$INSTANCES" --method-images 8 --repeats 2)
-    METRICS=(--device cuda --models tiny_vit vit_base --images 512 64)
+    METRICS=(--device cuda --models tiny_vit vit_base --images 512 64 --suites paper)
     RUN=(trainer=gpu pretrain.epochs=2 explain.num_images=32 explain.batch_size=16)
     RUN_WHAT="2 pretraining epochs on 8 images, 32 val images explained, 25 finetuning steps, trainer=gpu"
     # The limits add up to 445 s; with the device check and each step's 5 s grace after its limit,
