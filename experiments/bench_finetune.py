@@ -59,6 +59,7 @@ from ltx.finetune.memory import peak_memory
 from ltx.masking import Masking
 from ltx.models.explained import ExplainedModel
 from ltx.models.explainer import Explainer
+from ltx.models.zoo import load_state, read_checkpoint
 from ltx.pipeline import prepare_data
 from ltx.stages.blackbox import ensure_blackbox
 from ltx.stages.pretrain import new_explainer
@@ -100,13 +101,7 @@ def explainer_for(cfg: DictConfig, name: str, explained: ExplainedModel, path: s
         if path:
             raise SystemExit(f"error: no explainer file {file}")
         return explainer, masking, "not pretrained (cost only: run with --run DIR for the default's quality)"
-    from safetensors.torch import load_file
-
-    state = load_file(file)
-    if not any(k.startswith("explainer.") for k in state):  # an explainer's own state dict
-        state = {f"explainer.{k}": v for k, v in state.items()} | {f"masking.{k}": v for k, v in
-                                                                      masking.state_dict().items()}
-    holder.load_state_dict(state)
+    load_state(holder, read_checkpoint(file)[0], file)  # as `ltx explain --explainer` reads it
     return explainer, masking, str(file)
 
 

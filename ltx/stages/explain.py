@@ -129,7 +129,8 @@ def explain_instances(cfg: DictConfig, store: MapStore, name: str, explained: Ex
             writer = MapWriter(store, key, setting)
             bars = cfg.trainer.get("enable_progress_bar", True)
             own_bar = bars and method.work(len(todo)) is not None  # e.g. LTX: steps, not batches
-            trainer = make_trainer(cfg, callbacks=[writer], inference_mode=False, enable_progress_bar=bars and not own_bar)
+            trainer = make_trainer(cfg, callbacks=[writer], inference_mode=False,
+                                   enable_progress_bar=bars and not own_bar)
             # Lightning's unrepeated sampler needs an instance per rank: a resumed run with fewer
             # left than ranks redoes a few saved ones (MapStore.load keeps one map per index).
             todo += [i for i, idx in enumerate(ids) if idx in done][:max(trainer.world_size - len(todo), 0)]
